@@ -1,0 +1,1 @@
+"""Framework-free descriptions of the π-family models: configs and weight schemas."""

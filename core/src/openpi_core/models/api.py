@@ -1,0 +1,94 @@
+"""The contract every backend's π0/π0.5 model fulfils, stated once.
+
+Inputs and outputs are numpy arrays; each backend converts at this boundary.
+Noise and flow-matching times that the caller does not pass are drawn here, in
+numpy, from ``seed`` (:func:`draw_noise`, :func:`draw_time`), so the same seed gives
+the same numbers in every backend.
+"""
+
+import abc
+from collections.abc import Mapping
+
+import numpy as np
+
+from openpi_core.errors import WeightsError
+from openpi_core.models.config import Pi0Config
+from openpi_core.observation import Observation
+
+BETA_A, BETA_B = 1.5, 1.0
+"""Training times are Beta(1.5, 1) scaled into ``[TIME_MIN, 1]``."""
+TIME_MIN = 0.001
+
+
+def draw_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal float32 noise of ``shape`` from ``seed``."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def draw_time(seed: int, batch_size: int) -> np.ndarray:
+    """Flow-matching times ``[B]`` in ``[0.001, 1]``, from ``seed``.
+
+    Uses a generator stream separate from :func:`draw_noise` of the same seed.
+    """
+    rng = np.random.default_rng([seed, 1])
+    return (rng.beta(BETA_A, BETA_B, size=batch_size) * (1.0 - TIME_MIN) + TIME_MIN).astype(np.float32)
+
+
+class AbstractPi0Model(abc.ABC):
+    """A π0 or π0.5 model with its weights, in one backend.
+
+    Shapes: ``B`` batch, ``H`` action horizon, ``A`` action dim, ``P`` prefix length
+    (256 tokens per camera, then the prompt), ``W`` LLM width.
+    """
+
+    config: Pi0Config
+
+    @abc.abstractmethod
+    def sample_actions(
+        self, observation: Observation, noise: np.ndarray | None = None, num_steps: int = 10, seed: int = 0
+    ) -> np.ndarray:
+        """Integrate the flow from noise at t=1 to actions at t=0 in ``num_steps`` Euler
+        steps; the prefix runs once into a KV cache. Returns float32 ``[B, H, A]``.
+        ``noise`` (``[B, H, A]``) defaults to :func:`draw_noise` of ``seed``."""
+
+    @abc.abstractmethod
+    def compute_loss(
+        self,
+        observation: Observation,
+        actions: np.ndarray,
+        noise: np.ndarray | None = None,
+        time: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Flow-matching loss: squared error between predicted and true velocity
+        ``noise - actions`` at ``x_t = t*noise + (1-t)*actions``, averaged over the
+        action dim. Returns float32 ``[B, H]``."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Canonical parameter name -> numpy array (see :mod:`openpi_core.models.pi0_weights`)."""
+
+    @abc.abstractmethod
+    def embed_prefix(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prefix tokens ``[B, P, W]`` (image tokens per camera in ``config.image_keys``
+        order, then prompt embeddings scaled by sqrt(W)), the valid mask ``[B, P]`` and
+        the autoregressive flags ``[P]``."""
+
+    @abc.abstractmethod
+    def velocity(self, observation: Observation, x_t: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """The predicted velocity ``[B, H, A]`` at ``x_t`` ``[B, H, A]`` and ``time``
+        ``[B]``, computed as inside :meth:`sample_actions` (prefix in a KV cache)."""
+
+    @abc.abstractmethod
+    def loss_gradients(
+        self, observation: Observation, actions: np.ndarray, noise: np.ndarray, time: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The loss ``[B, H]`` and the gradient of its mean with respect to every
+        parameter, by canonical name (float32)."""
+
+
+def check_params(params: Mapping[str, np.ndarray]) -> None:
+    """Reject non-finite weights early with the offending name."""
+    for name, value in params.items():
+        if not np.all(np.isfinite(value)):
+            raise WeightsError(f"parameter {name!r} holds NaN or inf")

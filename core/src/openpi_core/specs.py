@@ -1,0 +1,122 @@
+"""What plugins register: backends, model specs, embodiments, named configs and
+checkpoint formats.
+
+Every registered object has a unique ``name`` within its kind. Abstract classes
+here are named ``Abstract…``; plugins subclass them (or, for the attrs classes,
+instantiate them) and hand the object to the ``register`` callable of a hook.
+"""
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from openpi_core.schema import ArraySpec, validate
+from openpi_core.transforms import DataTransform, Group
+
+
+class AbstractEmbodiment(abc.ABC):
+    """One robot: what it sends, how that becomes model input, and what it gets back.
+
+    Subclasses set the class attributes and implement the methods. The transforms
+    work on one unbatched observation dict in the robot's own key names.
+    """
+
+    name: str
+    description: str
+    action_dim: int
+    """Number of action dimensions the robot consumes (after the output transforms)."""
+    observation_schema: Mapping[str, ArraySpec]
+    """Flattened key path -> spec of what the robot sends for one observation."""
+
+    @abc.abstractmethod
+    def transforms(self, model_family: str) -> Group:
+        """Input transforms (robot dict -> model-ready dict with ``image``,
+        ``image_mask``, ``state``, optional ``actions`` and ``prompt``) and output
+        transforms (``actions`` of the model width -> robot actions), for the given
+        model family (``pi0``, ``pi05`` or ``pi0_fast``)."""
+
+    @abc.abstractmethod
+    def repack_transforms(self) -> Group:
+        """Maps a LeRobot dataset sample's keys to the robot's observation keys."""
+
+    @abc.abstractmethod
+    def example(self, seed: int = 0) -> dict[str, Any]:
+        """A random but valid observation in the robot's format, for tests."""
+
+    default_prompt: str | None = None
+    """Prompt injected when an observation carries none."""
+
+    def validate(self, observation: Mapping[str, Any]) -> None:
+        """Raise :class:`~openpi_core.errors.InputError` if ``observation`` does not
+        match :attr:`observation_schema`."""
+        validate(observation, self.observation_schema, what=f"{self.name} observation")
+
+
+class AbstractBackend(abc.ABC):
+    """A numerical backend (jax, torch): builds models of the families it implements."""
+
+    name: str
+    families: tuple[str, ...]
+    """Model families this backend can build; empty until it implements one."""
+
+    @abc.abstractmethod
+    def load_model(self, path_or_params: str | Path | Mapping[str, np.ndarray], config: Any = None) -> Any:
+        """Build a model from a checkpoint path or a mapping of parameter arrays."""
+
+
+@attrs.frozen
+class ModelSpec:
+    """A model family, described without any framework.
+
+    ``weight_schema(config)`` returns canonical parameter name -> shape;
+    ``model_transforms(config)`` returns the transforms between a robot-neutral
+    data dict and an :class:`~openpi_core.observation.Observation`.
+    """
+
+    family: str
+    config_type: type
+    weight_schema: Callable[[Any], Mapping[str, tuple[int, ...]]]
+    model_transforms: Callable[[Any], Group]
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.family
+
+
+@attrs.frozen
+class NamedConfig:
+    """A preset: a model config, an embodiment, where norm stats and weights come from."""
+
+    name: str
+    family: str
+    model_config: Any
+    embodiment: str
+    description: str = ""
+    checkpoint: str | None = None
+    norm_stats: str | None = None
+    default_prompt: str | None = None
+    extra_transforms: Sequence[DataTransform] = ()
+
+
+class AbstractCheckpointFormat(abc.ABC):
+    """Reads (and optionally writes) one on-disk weight format."""
+
+    name: str
+    description: str = ""
+
+    @abc.abstractmethod
+    def detect(self, path: Path) -> bool:
+        """Whether ``path`` looks like a checkpoint of this format."""
+
+    @abc.abstractmethod
+    def read(self, path: Path) -> Mapping[str, np.ndarray]:
+        """Load the parameters, named in this format's own naming."""
+
+    def write(self, params: Mapping[str, np.ndarray], path: Path) -> None:
+        """Save parameters given in this format's naming."""
+        raise NotImplementedError(f"checkpoint format {self.name!r} cannot be written")
