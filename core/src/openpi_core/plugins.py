@@ -110,10 +110,10 @@ class Registry(Generic[T]):
 
 def unknown_name_message(kind: str, name: str, installed: list[str]) -> str:
     """Say that ``name`` is not installed, what is, the closest name and what to install."""
-    message = f"no {kind} named {name!r} is installed; installed: {', '.join(installed) or 'none'}"
+    message = f"no {kind} named {name!r} is installed; installed: {', '.join(installed) or 'none'}."
     close = difflib.get_close_matches(name, installed, n=1)
     if close:
-        message += f". Did you mean {close[0]!r}?"
+        message += f" Did you mean {close[0]!r}?"
     distribution = KNOWN_DISTRIBUTIONS.get(kind, {}).get(name)
     if distribution:
         message += f" Install it with: pip install {distribution}"

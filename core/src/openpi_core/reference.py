@@ -129,8 +129,10 @@ def load_reference(path: str | Path) -> ReferenceSet:
     path = Path(path)
     for required in ("manifest.json", "io.safetensors"):
         if not (path / required).is_file():
-            raise InputError(f"reference directory {path} should contain {required}; it holds "
-                             f"{sorted(p.name for p in path.iterdir()) if path.is_dir() else 'nothing'}")
+            raise InputError(
+                f"reference directory {path} should contain {required}; it holds "
+                f"{sorted(p.name for p in path.iterdir()) if path.is_dir() else 'nothing'}"
+            )
     manifest = json.loads((path / "manifest.json").read_text())
     return ReferenceSet(
         path=path,

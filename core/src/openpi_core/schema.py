@@ -72,9 +72,7 @@ def validate(data: Mapping[str, Any], schema: Mapping[str, ArraySpec], *, what: 
     flat = flatten_dict(data)
     missing = [key for key, spec in schema.items() if spec.required and key not in flat]
     if missing:
-        raise InputError(
-            f"{what} is missing {missing}; expected keys {sorted(schema)}, got {sorted(flat)}"
-        )
+        raise InputError(f"{what} is missing {missing}; expected keys {sorted(schema)}, got {sorted(flat)}")
     for key, spec in schema.items():
         if key not in flat:
             continue

@@ -1,0 +1,1 @@
+"""The ``pi`` command: thin glue over :mod:`openpi_core`."""

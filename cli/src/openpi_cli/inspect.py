@@ -1,0 +1,108 @@
+"""``pi plugins``, ``pi configs`` and ``pi embodiments``: what is installed."""
+
+import json
+from typing import Any
+
+import attrs
+import click
+
+from openpi_core.errors import UnknownNameError
+from openpi_core.plugins import get_embodiment, get_plugin_manager
+from openpi_core.transforms import Group
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in [headers, ["-" * w for w in widths], *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _summary(registered: dict[str, list[str]]) -> str:
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(registered.items())) or "-"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: distribution, version, what each registered.
+
+    Plugins that failed to load are listed with their error.
+    """
+    infos = get_plugin_manager().plugins()
+    if as_json:
+        click.echo(json.dumps([attrs.asdict(info) for info in infos], indent=2))
+        return
+    if not infos:
+        click.echo("no plugins installed")
+        return
+    rows = [
+        [
+            info.name,
+            info.distribution or "-",
+            info.version or "-",
+            f"FAILED: {info.error}" if info.error else _summary(info.registered),
+        ]
+        for info in infos
+    ]
+    click.echo(_table(["plugin", "distribution", "version", "registered"], rows))
+
+
+@click.command()
+def configs() -> None:
+    """List named configs (presets)."""
+    registry = get_plugin_manager().registry("config")
+    if not registry.entries:
+        click.echo("no named configs installed")
+        return
+    rows = [
+        [name, entry.item.family, entry.item.embodiment, entry.item.description]
+        for name, entry in sorted(registry.entries.items())
+    ]
+    click.echo(_table(["config", "model", "embodiment", "description"], rows))
+
+
+@click.group()
+def embodiments() -> None:
+    """Inspect installed robots."""
+
+
+@embodiments.command("list")
+def list_embodiments() -> None:
+    """List installed embodiments."""
+    registry = get_plugin_manager().registry("embodiment")
+    rows = [[name, entry.plugin, entry.item.description] for name, entry in sorted(registry.entries.items())]
+    click.echo(_table(["embodiment", "plugin", "description"], rows) if rows else "no embodiments installed")
+
+
+def _describe_transforms(group: Group) -> list[str]:
+    return [f"  in:  {_transform_name(t)}" for t in group.inputs] + [
+        f"  out: {_transform_name(t)}" for t in group.outputs
+    ]
+
+
+def _transform_name(transform: Any) -> str:
+    return repr(transform) if attrs.has(type(transform)) else type(transform).__name__
+
+
+@embodiments.command("show")
+@click.argument("name")
+@click.option("--family", default="pi0", show_default=True, help="Model family whose transforms to show.")
+def show_embodiment(name: str, family: str) -> None:
+    """Show an embodiment's observation schema and transforms."""
+    try:
+        embodiment = get_embodiment(name)
+    except UnknownNameError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{embodiment.name}: {embodiment.description}")
+    click.echo(f"action dim: {embodiment.action_dim}")
+    click.echo(f"default prompt: {embodiment.default_prompt!r}")
+    click.echo("observation schema:")
+    for key, spec in embodiment.observation_schema.items():
+        optional = "" if spec.required else " (optional)"
+        click.echo(f"  {key}: {spec.describe()}{optional} {spec.description}".rstrip())
+    click.echo(f"transforms for {family}:")
+    for line in _describe_transforms(embodiment.transforms(family)):
+        click.echo(line)
