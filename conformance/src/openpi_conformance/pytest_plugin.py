@@ -1,0 +1,115 @@
+"""The pytest plugin under ``pi conformance``.
+
+Third parties run the same suite in their own CI with::
+
+    pytest -p openpi_conformance.pytest_plugin --pyargs openpi_conformance.suite \\
+        --pi-backends jax,torch --pi-family pi0 --junit-xml conformance.xml
+
+Options select what is checked; each check records a :class:`CheckResult`, and the
+session ends with the table of all of them.
+"""
+
+import itertools
+
+import pytest
+
+from openpi_conformance.parity import OUTPUTS
+from openpi_conformance.reference_parity import available_forms
+from openpi_conformance.results import CheckResult, format_table
+from openpi_core.plugins import get_plugin_manager
+
+RESULTS = pytest.StashKey[list[CheckResult]]()
+FAMILIES = ("pi0", "pi05")
+DTYPES = ("float32", "bfloat16")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("openpi-conformance")
+    group.addoption("--pi-backends", default=None, help="Comma-separated backends (default: all installed).")
+    group.addoption("--pi-family", default=",".join(FAMILIES), help="Comma-separated model families.")
+    group.addoption("--pi-dtype", default=",".join(DTYPES), help="Comma-separated dtypes.")
+    group.addoption("--pi-reference", action="append", default=[], help="Reference directory (repeatable).")
+    group.addoption("--pi-embodiments", default=None, help="Comma-separated embodiments (default: all installed).")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS] = []
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def selected_backends(config: pytest.Config, family: str) -> list[str]:
+    registry = get_plugin_manager().registry("backend")
+    names = _split(config.getoption("--pi-backends")) or registry.names()
+    return [name for name in names if family in registry.get(name).families]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    config = metafunc.config
+    families = _split(config.getoption("--pi-family")) or []
+    dtypes = _split(config.getoption("--pi-dtype")) or []
+    if "parity_case" in metafunc.fixturenames:
+        cases = []
+        for family, dtype in itertools.product(families, dtypes):
+            if family not in FAMILIES:
+                continue
+            backends = selected_backends(config, family)
+            outputs = [*OUTPUTS, "gradients"] if dtype == "float32" else list(OUTPUTS)
+            for (first, second), output in itertools.product(itertools.combinations(backends, 2), outputs):
+                cases.append(
+                    pytest.param(
+                        (family, dtype, first, second, output), id=f"{family}-{dtype}-{first}-vs-{second}-{output}"
+                    )
+                )
+        metafunc.parametrize("parity_case", cases)
+    if "reference_case" in metafunc.fixturenames:
+        cases = []
+        for path in config.getoption("--pi-reference"):
+            from openpi_conformance.reference_parity import reference_set
+
+            family = reference_set(path).family
+            for backend, form in itertools.product(selected_backends(config, family), available_forms(path)):
+                cases.append(pytest.param((path, backend, form), id=f"{family}-{backend}-{form}"))
+        metafunc.parametrize("reference_case", cases)
+    if "embodiment_name" in metafunc.fixturenames:
+        names = _split(config.getoption("--pi-embodiments"))
+        if names is None:
+            names = get_plugin_manager().registry("embodiment").names()
+        metafunc.parametrize("embodiment_name", names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop checks whose case list came out empty (say, one backend installed): they
+    were not asked for, so they are neither run nor reported as skipped."""
+    empty = [item for item in items if _is_empty_parametrization(item)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if item not in empty]
+
+
+def _is_empty_parametrization(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("skip")
+    return marker is not None and str(marker.kwargs.get("reason", "")).startswith("got empty parameter set")
+
+
+@pytest.fixture
+def record_check(request: pytest.FixtureRequest):
+    """Record results for the final table and fail the test on the first failed one."""
+
+    def record(*results: CheckResult) -> None:
+        request.config.stash[RESULTS].extend(results)
+        failed = [r for r in results if not r.passed]
+        assert not failed, "; ".join(
+            f"{r.name}: max diff {r.max_diff:.3g} > bound {r.bound:.3g} {r.detail}".rstrip() for r in failed
+        )
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, [])
+    if results:
+        terminalreporter.section("openpi conformance")
+        terminalreporter.write_line(format_table(results))

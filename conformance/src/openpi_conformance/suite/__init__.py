@@ -1,0 +1,1 @@
+"""The checks themselves; collected by pytest with the plugin in ``pytest_plugin``."""
