@@ -2,8 +2,15 @@
 
 from openpi_core import hookimpl
 from openpi_embodiment_aloha.aloha import AlohaEmbodiment
+from openpi_embodiment_aloha.presets import PRESETS
 
 
 @hookimpl
 def openpi_register_embodiments(register):
     register(AlohaEmbodiment())
+
+
+@hookimpl
+def openpi_register_configs(register):
+    for preset in PRESETS:
+        register(preset)

@@ -1,0 +1,59 @@
+"""The ``pi`` command over real plugins, with a broken one among them."""
+
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from openpi_cli.main import cli
+from openpi_core.plugins import PluginManager, use_plugin_manager
+
+
+@pytest.fixture
+def manager_with_broken_plugin(tmp_path, monkeypatch):
+    (tmp_path / "brokenplug.py").write_text("raise ImportError('needs the vendor SDK')\n")
+    info = tmp_path / "broken_dist-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-dist\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[openpi]\nbrokenplug = brokenplug\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PI_LOAD_PLUGINS", "aloha,droid,libero,ur5,brokenplug")
+    with use_plugin_manager(PluginManager()) as manager:
+        yield manager
+    sys.modules.pop("brokenplug", None)
+
+
+def test_plugins_table_shows_embodiments_and_the_failure(manager_with_broken_plugin):
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "openpi-embodiment-aloha" in result.output and "embodiment: aloha" in result.output
+    assert "FAILED: ImportError: needs the vendor SDK" in result.output
+
+
+def test_plugins_json_and_the_rest_of_pi_keeps_working(manager_with_broken_plugin):
+    infos = {info["name"]: info for info in json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)}
+    assert infos["ur5"]["registered"] == {"embodiment": ["ur5"]}
+    assert infos["brokenplug"]["distribution"] == "broken-dist"
+    shown = CliRunner().invoke(cli, ["embodiments", "show", "aloha"])
+    assert shown.exit_code == 0, shown.output
+    assert "images/cam_high: [3, *, *] (u)" in shown.output or "images/cam_high" in shown.output
+    assert "action dim: 14" in shown.output
+
+
+def test_configs_lists_presets_with_their_embodiment(manager_with_broken_plugin):
+    output = CliRunner().invoke(cli, ["configs"]).output
+    rows = {line.split()[0]: line.split()[1:3] for line in output.splitlines()[2:]}
+    assert rows["pi0_aloha_sim"] == ["pi0", "aloha"]
+    assert rows["pi05_droid"] == ["pi05", "droid"]
+
+
+def test_unknown_embodiment_suggests_and_exits_non_zero(manager_with_broken_plugin):
+    result = CliRunner().invoke(cli, ["embodiments", "show", "alhoa"])
+    assert result.exit_code != 0
+    assert "Did you mean 'aloha'?" in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("pi (openpi-core) ")

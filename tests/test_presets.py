@@ -1,0 +1,28 @@
+"""Every named preset points at an installed embodiment and a family that matches its config."""
+
+import pytest
+
+from openpi_core.plugins import PluginManager
+from openpi_embodiment_aloha import plugin as aloha
+from openpi_embodiment_droid import plugin as droid
+from openpi_embodiment_libero import plugin as libero
+from openpi_embodiment_ur5 import plugin as ur5
+
+MANAGER = PluginManager(
+    entry_points=False, plugins=[("aloha", aloha), ("droid", droid), ("libero", libero), ("ur5", ur5)]
+)
+PRESETS = sorted(MANAGER.registry("config").names())
+
+
+def test_openpi_inference_presets_are_present():
+    assert {"pi0_aloha_sim", "pi05_droid", "pi0_droid", "pi05_libero"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_is_consistent(name):
+    preset = MANAGER.registry("config").get(name)
+    embodiment = MANAGER.registry("embodiment").get(preset.embodiment)
+    assert preset.family == preset.model_config.family
+    assert preset.checkpoint.startswith("gs://openpi-assets/checkpoints/")
+    assert preset.norm_stats.startswith(preset.checkpoint + "/assets/")
+    assert embodiment.action_dim <= preset.model_config.action_dim
