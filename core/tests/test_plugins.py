@@ -35,6 +35,20 @@ def plugin_module(name: str, *backends: str) -> types.ModuleType:
     return module
 
 
+@pytest.fixture(autouse=True)
+def no_builtin_plugins(monkeypatch):
+    """These tests count plugins; the built-ins have a test of their own."""
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", ())
+
+
+def test_builtins_register_through_the_ordinary_path(monkeypatch):
+    monkeypatch.undo()
+    infos = {info.name: info for info in PluginManager(entry_points=False).plugins()}
+    assert infos["openpi_core.builtin_models"].registered == {"model": ["pi0", "pi05"]}
+    assert infos["openpi_core.builtin_models"].distribution == "openpi-core"
+    assert "native" in infos["openpi_core.builtin_formats"].registered["checkpoint_format"]
+
+
 def test_registers_and_attributes_items_to_their_plugin():
     manager = PluginManager(entry_points=False, plugins=[("first", plugin_module("first", "jax", "torch"))])
     registry = manager.registry("backend")

@@ -10,6 +10,8 @@ import os
 
 import click
 
+from openpi_cli.bench import bench
+from openpi_cli.convert import convert
 from openpi_cli.inspect import configs, embodiments, plugins
 from openpi_core import __version__
 from openpi_core.plugins import get_plugin_manager
@@ -24,6 +26,8 @@ def cli() -> None:
 cli.add_command(plugins)
 cli.add_command(configs)
 cli.add_command(embodiments)
+cli.add_command(convert)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from openpi_core.specs import (
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = ("openpi_core.builtin_formats", "openpi_core.builtin_models")
 """Modules inside openpi-core that register through the ordinary hook path."""
 
 KNOWN_DISTRIBUTIONS: dict[str, dict[str, str]] = {

@@ -104,19 +104,36 @@ class NamedConfig:
 
 
 class AbstractCheckpointFormat(abc.ABC):
-    """Reads (and optionally writes) one on-disk weight format."""
+    """Reads (and optionally writes) one on-disk weight format.
+
+    A format converts at its boundary: :meth:`read` returns and :meth:`write` takes
+    parameters under their canonical names and layouts
+    (:mod:`openpi_core.models.pi0_weights`), with the model config. ``progress``,
+    when given, is called with each tensor's name once that tensor is done.
+    """
 
     name: str
     description: str = ""
 
     @abc.abstractmethod
     def detect(self, path: Path) -> bool:
-        """Whether ``path`` looks like a checkpoint of this format."""
+        """Whether ``path`` looks like a checkpoint of this format (cheap: headers only)."""
 
     @abc.abstractmethod
-    def read(self, path: Path) -> Mapping[str, np.ndarray]:
-        """Load the parameters, named in this format's own naming."""
+    def read(
+        self, path: Path, config: Any = None, *, progress: Callable[[str], None] | None = None
+    ) -> tuple[Any, dict[str, np.ndarray]]:
+        """Load ``(config, canonical params)``. ``config`` None: the one stored with
+        the checkpoint, else one inferred from the shapes."""
 
-    def write(self, params: Mapping[str, np.ndarray], path: Path) -> None:
-        """Save parameters given in this format's naming."""
+    def write(
+        self,
+        path: Path,
+        config: Any,
+        params: Mapping[str, np.ndarray],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Save canonical ``params`` of ``config`` at ``path``, replacing it only with ``overwrite``."""
         raise NotImplementedError(f"checkpoint format {self.name!r} cannot be written")

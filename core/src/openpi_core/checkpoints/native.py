@@ -1,0 +1,167 @@
+"""This project's own checkpoint format: one directory, two files.
+
+* ``model.safetensors``: every parameter under its canonical name and layout
+  (:mod:`openpi_core.models.pi0_weights`), all of one storage dtype.
+* ``manifest.json``::
+
+      {"format": "openpi-plugins", "format_version": 1, "naming": "canonical",
+       "family": "pi0" | "pi05", "config": <unstructured Pi0Config>,
+       "dtype": "float32" | "bfloat16"}
+
+  ``dtype`` is the storage dtype of the tensors, not the compute dtype
+  (``config.dtype``). Readers ignore keys they do not know, which leaves room for
+  more (norm stats). The exporters to openpi's formats write the same manifest
+  beside their files with ``"naming"`` set to ``openpi-torch`` or ``openpi-jax``,
+  so their output can be read back without guessing the config; openpi ignores it.
+
+bfloat16 tensors are stored as safetensors ``BF16`` and loaded as
+``ml_dtypes.bfloat16`` arrays; float32 round trips are bit-exact.
+"""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openpi_core.checkpoints._io import (
+    STORAGE_DTYPES,
+    Progress,
+    atomic_directory,
+    cast,
+    read_safetensors,
+    storage_dtype,
+    write_safetensors,
+)
+from openpi_core.errors import InputError, WeightsError
+from openpi_core.models.config import Pi0Config
+from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.serialization import structure, unstructure
+
+FORMAT = "openpi-plugins"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+NAMINGS = ("canonical", "openpi-torch", "openpi-jax")
+
+
+def make_manifest(config: Pi0Config, dtype: str, naming: str = "canonical") -> dict[str, Any]:
+    """The manifest describing weights of ``config`` stored as ``dtype`` in ``naming``."""
+    if dtype not in STORAGE_DTYPES:
+        raise WeightsError(f"manifest dtype should be one of {STORAGE_DTYPES}, got {dtype!r}")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "naming": naming,
+        "family": config.family,
+        "config": unstructure(config),
+        "dtype": dtype,
+    }
+
+
+def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest in ``directory``, or None when it has none of this project's.
+
+    Raises:
+        WeightsError: the manifest is ours but of a newer format version or an unknown naming.
+    """
+    file = Path(directory) / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise WeightsError(f"{file} has format_version {version!r}; this openpi-core reads up to {FORMAT_VERSION}")
+    if manifest.get("naming", "canonical") not in NAMINGS:
+        raise WeightsError(f"{file}: naming should be one of {NAMINGS}, got {manifest.get('naming')!r}")
+    return manifest
+
+
+def manifest_config(manifest: Mapping[str, Any], where: Path) -> Pi0Config:
+    """The :class:`Pi0Config` a manifest records, checked against its ``family``."""
+    try:
+        config = structure(manifest["config"], Pi0Config)
+    except (KeyError, InputError) as error:
+        raise WeightsError(f"{where / MANIFEST}: no valid model config ({error})") from error
+    if manifest.get("family", config.family) != config.family:
+        raise WeightsError(
+            f"{where / MANIFEST}: family is {manifest['family']!r} but the config describes {config.family!r}"
+        )
+    return config
+
+
+def is_native(path: Path) -> bool:
+    """Whether ``path`` is a native checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir() or not (path / WEIGHTS).is_file():
+        return False
+    manifest = read_manifest(path)
+    return manifest is not None and manifest.get("naming", "canonical") == "canonical"
+
+
+def save_native(
+    path: str | Path,
+    config: Pi0Config,
+    params: Mapping[str, np.ndarray],
+    *,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    progress: Progress = None,
+) -> Path:
+    """Write a native checkpoint directory at ``path``, atomically.
+
+    Args:
+        params: canonical name -> array, checked against ``config``'s weight schema.
+        dtype: storage dtype; None keeps ``bfloat16`` when every array is bfloat16 and
+            stores ``float32`` otherwise (never a lossy cast unless asked for).
+        overwrite: replace an existing ``path``.
+
+    Raises:
+        WeightsError: a parameter is missing, unknown or mis-shaped; ``path`` exists.
+    """
+    params = check_against_schema(params, pi0_weight_schema(config))
+    dtype = dtype or storage_dtype(params)
+    tensors = cast(params, dtype)
+    with atomic_directory(Path(path), overwrite=overwrite) as scratch:
+        write_safetensors(scratch / WEIGHTS, tensors, progress=progress)
+        write_manifest(scratch, make_manifest(config, dtype))
+    return Path(path)
+
+
+def load_native(
+    path: str | Path, config: Pi0Config | None = None, *, progress: Progress = None
+) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+    """Read a native checkpoint directory.
+
+    Args:
+        config: overrides the manifest's config (for fields weights do not fix, such as
+            ``action_horizon``); the weights are checked against whichever is used.
+
+    Returns:
+        The config and canonical name -> array, in the stored dtype.
+
+    Raises:
+        WeightsError: not a native checkpoint, or its tensors do not match the config
+            or the manifest's dtype.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None or not (path / WEIGHTS).is_file():
+        raise WeightsError(f"{path} is not a native checkpoint: it needs {MANIFEST} (format {FORMAT!r}) and {WEIGHTS}")
+    config = config or manifest_config(manifest, path)
+    params = check_against_schema(read_safetensors(path / WEIGHTS, progress), pi0_weight_schema(config))
+    expected = manifest.get("dtype", "float32")
+    for name, array in params.items():
+        if np.dtype(array.dtype).name != expected:
+            raise WeightsError(f"parameter {name!r} is stored as {array.dtype}, but {MANIFEST} says {expected}")
+    return config, params
