@@ -36,13 +36,12 @@ import attrs
 import numpy as np
 
 from openpi_core.errors import InputError
+from openpi_core.robot_inputs import camera_image, check_model_family, prompt_text
 from openpi_core.schema import ArraySpec, flatten_dict, validate
 from openpi_core.specs import AbstractEmbodiment
 from openpi_core.transforms import Group
 from openpi_core.transforms.common import InjectDefaultPrompt, RepackTransform, make_bool_mask
-from openpi_core.transforms.image import to_uint8_hwc
 
-MODEL_FAMILIES = ("pi0", "pi05", "pi0_fast")
 """Model families whose image slots and masks these transforms know."""
 
 CAMERAS = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
@@ -138,30 +137,6 @@ def gripper_aloha_joint_to_pi(value: np.ndarray) -> np.ndarray:
     return angle - PI_GRIPPER_ANGLE_MIN
 
 
-def _check_family(model_family: str) -> None:
-    if model_family not in MODEL_FAMILIES:
-        raise InputError(f"aloha has no transforms for model family {model_family!r}; supported: {MODEL_FAMILIES}")
-
-
-def _prompt(data: Mapping[str, Any]) -> str | None:
-    prompt = data.get("prompt")
-    if isinstance(prompt, np.ndarray) and prompt.ndim == 0:
-        # Datasets and the wire format may carry the text as a 0-d numpy string array.
-        prompt = prompt.item()
-    if isinstance(prompt, bytes):
-        prompt = prompt.decode("utf-8")
-    if prompt is not None and not isinstance(prompt, str):
-        raise InputError(f"aloha observation['prompt'] should be a string, got {type(prompt).__name__}")
-    return prompt
-
-
-def _image(image: Any, key: str) -> np.ndarray:
-    try:
-        return to_uint8_hwc(image)
-    except InputError as error:
-        raise InputError(f"aloha observation[{key!r}]: {error}") from error
-
-
 @attrs.frozen
 class AlohaInputs:
     """ALOHA observation (see the module docstring) -> model-ready dict.
@@ -185,7 +160,7 @@ class AlohaInputs:
         validate(data, OBSERVATION_SCHEMA, what="aloha observation")
 
         cameras = {
-            camera: _image(data["images"][camera], f"images/{camera}")
+            camera: camera_image("aloha", data["images"][camera], f"images/{camera}")
             for camera in MODEL_IMAGES.values()
             if camera in data["images"]
         }
@@ -210,7 +185,7 @@ class AlohaInputs:
                 actions[:, list(GRIPPER_DIMS)] = gripper_aloha_joint_to_pi(actions[:, list(GRIPPER_DIMS)])
             result["actions"] = actions.astype(np.float32)
 
-        prompt = _prompt(data)
+        prompt = prompt_text("aloha", data)
         if prompt is not None:
             result["prompt"] = prompt
         return result
@@ -268,7 +243,7 @@ class AlohaEmbodiment(AbstractEmbodiment):
     lerobot_repack: Mapping[str, Any] = LEROBOT_SIM_REPACK
 
     def transforms(self, model_family: str) -> Group:
-        _check_family(model_family)
+        check_model_family("aloha", model_family)
         return Group(
             inputs=[InjectDefaultPrompt(self.default_prompt), AlohaInputs(adapt_to_pi=self.adapt_to_pi)],
             outputs=[AlohaOutputs(adapt_to_pi=self.adapt_to_pi)],

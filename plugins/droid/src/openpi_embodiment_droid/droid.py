@@ -31,13 +31,12 @@ import attrs
 import numpy as np
 
 from openpi_core.errors import InputError
+from openpi_core.robot_inputs import camera_image, check_model_family, prompt_text
 from openpi_core.schema import ArraySpec, validate
 from openpi_core.specs import AbstractEmbodiment
 from openpi_core.transforms import Group
 from openpi_core.transforms.common import InjectDefaultPrompt, RepackTransform, make_bool_mask
-from openpi_core.transforms.image import to_uint8_hwc
 
-MODEL_FAMILIES = ("pi0", "pi05", "pi0_fast")
 """Model families whose image slots and masks these transforms know."""
 
 BASE_IMAGE = "observation/exterior_image_1_left"
@@ -72,30 +71,6 @@ LEROBOT_REPACK = {
 """LeRobot keys of DROID data converted with openpi's ``convert_droid_data_to_lerobot.py``."""
 
 
-def _check_family(model_family: str) -> None:
-    if model_family not in MODEL_FAMILIES:
-        raise InputError(f"droid has no transforms for model family {model_family!r}; supported: {MODEL_FAMILIES}")
-
-
-def _image(image: Any, key: str) -> np.ndarray:
-    try:
-        return to_uint8_hwc(image)
-    except InputError as error:
-        raise InputError(f"droid observation[{key!r}]: {error}") from error
-
-
-def _prompt(data: Mapping[str, Any]) -> str | None:
-    prompt = data.get("prompt")
-    if isinstance(prompt, np.ndarray) and prompt.ndim == 0:
-        # Datasets and the wire format may carry the text as a 0-d numpy string array.
-        prompt = prompt.item()
-    if isinstance(prompt, bytes):
-        prompt = prompt.decode("utf-8")
-    if prompt is not None and not isinstance(prompt, str):
-        raise InputError(f"droid observation['prompt'] should be a string, got {type(prompt).__name__}")
-    return prompt
-
-
 @attrs.frozen
 class DroidInputs:
     """DROID observation (see the module docstring) -> model-ready dict.
@@ -105,7 +80,7 @@ class DroidInputs:
     ``[H, 8]`` when the input has them, and ``prompt`` when given.
     """
 
-    model_family: str = attrs.field(validator=lambda _, __, family: _check_family(family))
+    model_family: str = attrs.field(validator=lambda _, __, family: check_model_family("droid", family))
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         gripper = data.get(GRIPPER_POSITION)
@@ -114,8 +89,8 @@ class DroidInputs:
             data = {**data, GRIPPER_POSITION: np.reshape(gripper, (1,))}
         validate(data, OBSERVATION_SCHEMA, what="droid observation")
 
-        base = _image(data[BASE_IMAGE], BASE_IMAGE)
-        wrist = _image(data[WRIST_IMAGE], WRIST_IMAGE)
+        base = camera_image("droid", data[BASE_IMAGE], BASE_IMAGE)
+        wrist = camera_image("droid", data[WRIST_IMAGE], WRIST_IMAGE)
         black = np.zeros_like(base)
         if self.model_family == "pi0_fast":
             images = {"base_0_rgb": base, "base_1_rgb": black, "wrist_0_rgb": wrist}
@@ -128,7 +103,7 @@ class DroidInputs:
         result: dict[str, Any] = {"image": images, "image_mask": masks, "state": state.astype(np.float32)}
         if "actions" in data:
             result["actions"] = np.asarray(data["actions"], dtype=np.float32)
-        prompt = _prompt(data)
+        prompt = prompt_text("droid", data)
         if prompt is not None:
             result["prompt"] = prompt
         return result

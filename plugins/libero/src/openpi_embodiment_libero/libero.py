@@ -25,13 +25,12 @@ import attrs
 import numpy as np
 
 from openpi_core.errors import InputError
+from openpi_core.robot_inputs import camera_image, check_model_family, prompt_text
 from openpi_core.schema import ArraySpec, validate
 from openpi_core.specs import AbstractEmbodiment
 from openpi_core.transforms import Group
 from openpi_core.transforms.common import InjectDefaultPrompt, RepackTransform, make_bool_mask
-from openpi_core.transforms.image import to_uint8_hwc
 
-MODEL_FAMILIES = ("pi0", "pi05", "pi0_fast")
 """Model families whose image slots and masks these transforms know."""
 
 BASE_IMAGE = "observation/image"
@@ -58,30 +57,6 @@ LEROBOT_REPACK = {
 """LeRobot keys of the LIBERO datasets (``physical-intelligence/libero``)."""
 
 
-def _check_family(model_family: str) -> None:
-    if model_family not in MODEL_FAMILIES:
-        raise InputError(f"libero has no transforms for model family {model_family!r}; supported: {MODEL_FAMILIES}")
-
-
-def _image(image: Any, key: str) -> np.ndarray:
-    try:
-        return to_uint8_hwc(image)
-    except InputError as error:
-        raise InputError(f"libero observation[{key!r}]: {error}") from error
-
-
-def _prompt(data: Mapping[str, Any]) -> str | None:
-    prompt = data.get("prompt")
-    if isinstance(prompt, np.ndarray) and prompt.ndim == 0:
-        # Datasets and the wire format may carry the text as a 0-d numpy string array.
-        prompt = prompt.item()
-    if isinstance(prompt, bytes):
-        prompt = prompt.decode("utf-8")
-    if prompt is not None and not isinstance(prompt, str):
-        raise InputError(f"libero observation['prompt'] should be a string, got {type(prompt).__name__}")
-    return prompt
-
-
 @attrs.frozen
 class LiberoInputs:
     """LIBERO observation (see the module docstring) -> model-ready dict.
@@ -91,12 +66,12 @@ class LiberoInputs:
     float32 ``[H, 7]`` when the input has them, and ``prompt`` when given.
     """
 
-    model_family: str = attrs.field(validator=lambda _, __, family: _check_family(family))
+    model_family: str = attrs.field(validator=lambda _, __, family: check_model_family("libero", family))
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         validate(data, OBSERVATION_SCHEMA, what="libero observation")
-        base = _image(data[BASE_IMAGE], BASE_IMAGE)
-        wrist = _image(data[WRIST_IMAGE], WRIST_IMAGE)
+        base = camera_image("libero", data[BASE_IMAGE], BASE_IMAGE)
+        wrist = camera_image("libero", data[WRIST_IMAGE], WRIST_IMAGE)
         result: dict[str, Any] = {
             "image": {"base_0_rgb": base, "left_wrist_0_rgb": wrist, "right_wrist_0_rgb": np.zeros_like(base)},
             "image_mask": {
@@ -108,7 +83,7 @@ class LiberoInputs:
         }
         if "actions" in data:
             result["actions"] = np.asarray(data["actions"], dtype=np.float32)
-        prompt = _prompt(data)
+        prompt = prompt_text("libero", data)
         if prompt is not None:
             result["prompt"] = prompt
         return result
