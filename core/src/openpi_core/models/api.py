@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import Pi0Config
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.observation import Observation
 
 BETA_A, BETA_B = 1.5, 1.0
@@ -92,3 +92,65 @@ def check_params(params: Mapping[str, np.ndarray]) -> None:
     for name, value in params.items():
         if not np.all(np.isfinite(value)):
             raise WeightsError(f"parameter {name!r} holds NaN or inf")
+
+
+class AbstractPi0FASTModel(abc.ABC):
+    """A π0-FAST model with its weights, in one backend.
+
+    The observation carries the prompt built by the FAST tokenizer
+    (:mod:`openpi_core.fast`): ``tokenized_prompt`` / ``tokenized_prompt_mask``, and for
+    training ``token_ar_mask`` / ``token_loss_mask``. Shapes: ``B`` batch, ``L`` prompt
+    length, ``S`` decoding steps, ``V`` vocabulary, ``W`` width.
+    """
+
+    config: Pi0FASTConfig
+
+    @abc.abstractmethod
+    def sample_actions(
+        self,
+        observation: Observation,
+        noise: np.ndarray | None = None,
+        num_steps: int | None = None,
+        seed: int = 0,
+        *,
+        temperature: float = 0.0,
+    ) -> np.ndarray:
+        """Decode action tokens with a KV cache: greedy at ``temperature`` 0, otherwise
+        sampled from ``softmax(logits / temperature)`` with ``seed``. Decodes at most
+        ``num_steps`` tokens (default ``config.max_decoding_steps``) and stops a row at
+        ``config.eos_token``; stops early only when every row has stopped. Returns int32
+        token ids ``[B, S]``, zero after a row's end. ``noise`` is unused (accepted so
+        all families share one call); the model transforms' output stage turns the
+        tokens into actions."""
+
+    @abc.abstractmethod
+    def decode(
+        self, observation: Observation, num_steps: int, temperature: float = 0.0, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`sample_actions` but also returns the logits that chose each
+        token: tokens int32 ``[B, S]`` and logits float32 ``[B, S, V]`` (step 0 is the
+        last prefill logit). Rows after an all-batch stop are absent (``S`` shrinks)."""
+
+    @abc.abstractmethod
+    def compute_loss(self, observation: Observation, actions: np.ndarray | None = None) -> np.ndarray:
+        """Mean next-token negative log-likelihood over ``token_loss_mask`` (shifted by
+        one), per example: float32 ``[B]``. ``actions`` is unused (they are already in
+        the tokens)."""
+
+    @abc.abstractmethod
+    def embed_prefix(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input embeddings ``[B, P, W]`` (image tokens per camera, then prompt tokens
+        scaled by sqrt(W)), the valid mask ``[B, P]`` and the AR flags ``[B, P]``."""
+
+    @abc.abstractmethod
+    def prefix_logits(self, observation: Observation) -> np.ndarray:
+        """Logits ``[B, P, V]`` of one full pass over the prefix with training positions
+        ``0..P-1`` and the prefix-LM mask (as in :meth:`compute_loss`)."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Canonical parameter name -> numpy array (see ``pi0_fast_weight_schema``)."""
+
+    @abc.abstractmethod
+    def loss_gradients(self, observation: Observation) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The loss ``[B]`` and the gradient of its mean with respect to every parameter."""

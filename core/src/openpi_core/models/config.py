@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from openpi_core.errors import InputError
-from openpi_core.observation import IMAGE_RESOLUTION, PI0_IMAGE_KEYS
+from openpi_core.observation import IMAGE_RESOLUTION, PI0_FAST_IMAGE_KEYS, PI0_IMAGE_KEYS
 
 PALIGEMMA_VOCAB_SIZE = 257_152
 DTYPES = ("bfloat16", "float32")
@@ -130,3 +130,36 @@ class Pi0Config:
             vision=siglip_variant(vision_variant),
             **overrides,
         )
+
+
+@attrs.frozen
+class Pi0FASTConfig:
+    """π0-FAST: one Gemma decoding FAST action tokens after a SigLIP + prompt prefix.
+
+    ``max_decoding_steps`` bounds greedy or sampled decoding; ``eos_token`` stops it.
+    ``fast_skip_tokens`` is how many ids at the very end of the PaliGemma vocabulary
+    (special tokens) FAST action tokens stay clear of.
+    """
+
+    llm: GemmaConfig = attrs.field(factory=lambda: GEMMA_VARIANTS["gemma_2b"])
+    vision: SiglipConfig = attrs.field(factory=lambda: SIGLIP_VARIANTS["So400m/14"])
+    vocab_size: int = PALIGEMMA_VOCAB_SIZE
+    action_dim: int = 32
+    action_horizon: int = 32
+    max_token_len: int = 250
+    max_decoding_steps: int = 256
+    eos_token: int = 1
+    fast_skip_tokens: int = 128
+    dtype: str = attrs.field(default="bfloat16", validator=_check_dtype)
+    image_keys: tuple[str, ...] = attrs.field(default=PI0_FAST_IMAGE_KEYS, converter=tuple)
+
+    @property
+    def family(self) -> str:
+        return "pi0_fast"
+
+    @classmethod
+    def from_variants(
+        cls, paligemma_variant: str = "gemma_2b", vision_variant: str = "So400m/14", **overrides: Any
+    ) -> "Pi0FASTConfig":
+        """Build from openpi's variant names, with any field overridden."""
+        return cls(llm=gemma_variant(paligemma_variant), vision=siglip_variant(vision_variant), **overrides)

@@ -32,12 +32,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import GemmaConfig, Pi0Config
+from openpi_core.models.config import GemmaConfig, Pi0Config, Pi0FASTConfig
 
 Shape = tuple[int, ...]
 
 
-def vision_schema(config: Pi0Config) -> dict[str, Shape]:
+def vision_schema(config: Pi0Config | Pi0FASTConfig) -> dict[str, Shape]:
     """SigLIP tower + Dense head, projecting to the LLM width."""
     v = config.vision
     d, w, n, h, m = v.depth, v.width, v.num_heads, v.head_dim, v.mlp_dim
@@ -109,6 +109,15 @@ def pi0_weight_schema(config: Pi0Config) -> dict[str, Shape]:
     for name, shape in time_mlp.items():
         schema[f"{name}.kernel"] = shape
         schema[f"{name}.bias"] = (shape[1],)
+    return schema
+
+
+def pi0_fast_weight_schema(config: Pi0FASTConfig) -> dict[str, Shape]:
+    """Canonical name -> shape of every parameter of a π0-FAST model: the vision tower and
+    one Gemma (``llm.*``) whose embedding table doubles as the output projection."""
+    schema = vision_schema(config)
+    schema["llm.embedding"] = (config.vocab_size, config.llm.width)
+    schema.update(gemma_schema("llm", config.llm, adaptive_norms=False))
     return schema
 
 
