@@ -67,6 +67,11 @@ class AbstractBackend(abc.ABC):
     def load_model(self, path_or_params: str | Path | Mapping[str, np.ndarray], config: Any = None) -> Any:
         """Build a model from a checkpoint path or a mapping of parameter arrays."""
 
+    def create_trainer(self, model_config: Any, train_config: Any, params: Mapping[str, np.ndarray]) -> Any:
+        """A :class:`~openpi_core.training.api.AbstractTrainer` starting from ``params``
+        (canonical names, plus LoRA adapters when ``train_config`` asks for them)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot train")
+
 
 @attrs.frozen
 class ModelSpec:
