@@ -44,7 +44,7 @@ def no_builtin_plugins(monkeypatch):
 def test_builtins_register_through_the_ordinary_path(monkeypatch):
     monkeypatch.undo()
     infos = {info.name: info for info in PluginManager(entry_points=False).plugins()}
-    assert infos["openpi_core.builtin_models"].registered == {"model": ["pi0", "pi05"]}
+    assert infos["openpi_core.builtin_models"].registered == {"model": ["pi0", "pi05", "pi0_fast"]}
     assert infos["openpi_core.builtin_models"].distribution == "openpi-core"
     assert "native" in infos["openpi_core.builtin_formats"].registered["checkpoint_format"]
 

@@ -5,6 +5,8 @@ A reference directory (``../shared/reference/pi0`` and alike) holds
 (openpi JAX naming), optionally ``orbax_params/params`` and
 ``torch_state/model.safetensors``, and ``io.safetensors`` (inputs, intermediate
 values, outputs). Nothing about sizes is assumed: everything comes from the manifest.
+π0-FAST sets (``"model": "pi0_fast"``) describe a :class:`Pi0FASTConfig` and also
+record the token masks of their prompts.
 """
 
 import json
@@ -16,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from openpi_core.errors import InputError
-from openpi_core.models.config import GemmaConfig, Pi0Config, SiglipConfig
+from openpi_core.models.config import GemmaConfig, Pi0Config, Pi0FASTConfig, SiglipConfig
 from openpi_core.observation import Observation
 
 IMAGE_GRID_REPEAT = 4
@@ -61,6 +63,22 @@ def pi0_config_from_manifest(config: dict[str, Any]) -> Pi0Config:
     )
 
 
+def pi0_fast_config_from_manifest(config: dict[str, Any]) -> Pi0FASTConfig:
+    """The :class:`Pi0FASTConfig` described by a π0-FAST manifest's ``config`` section (float32)."""
+    return Pi0FASTConfig(
+        llm=_gemma(config["llm"]),
+        vision=_siglip(config["vision"]),
+        vocab_size=config["llm"]["vocab_size"],
+        action_dim=config["action_dim"],
+        action_horizon=config["action_horizon"],
+        max_token_len=config["max_token_len"],
+        max_decoding_steps=config["max_decoding_steps"],
+        eos_token=config["eos_token"],
+        dtype="float32",
+        image_keys=tuple(config["image_keys"]),
+    )
+
+
 @attrs.frozen
 class ReferenceSet:
     """One reference directory, loaded.
@@ -68,13 +86,13 @@ class ReferenceSet:
     Attributes:
         path: the directory.
         manifest: the parsed ``manifest.json``.
-        config: the model config it describes (π0-family sets only).
+        config: the model config it describes.
         io: every array of ``io.safetensors`` by its name (``inputs/noise``, ``outputs/actions``, …).
     """
 
     path: Path
     manifest: dict[str, Any]
-    config: Pi0Config
+    config: Pi0Config | Pi0FASTConfig
     io: dict[str, np.ndarray]
 
     @property
@@ -82,20 +100,33 @@ class ReferenceSet:
         return str(self.manifest["model"])
 
     def observation(self, prefix: str = "inputs") -> Observation:
-        """The observation the recorded outputs were computed from."""
-        keys = self.config.image_keys
+        """The observation the recorded outputs were computed from.
+
+        ``prefix`` names the recorded prompt (``loss`` for π0-FAST's training prompt);
+        images and state it does not record come from ``inputs``. The π0-FAST token
+        masks are filled when recorded.
+        """
+
+        def array(name: str) -> np.ndarray:
+            key = f"{prefix}/{name}"
+            return self.io[key if key in self.io else f"inputs/{name}"]
+
         images, masks = {}, {}
-        for key in keys:
-            grid = self.io[f"{prefix}/image_q56/{key}"]
+        for key in self.config.image_keys:
+            grid = array(f"image_q56/{key}")
             repeat = self.config.vision.image_size[0] // grid.shape[1]
             images[key] = decode_image(grid, repeat)
-            masks[key] = self.io[f"{prefix}/image_mask/{key}"].astype(bool)
+            masks[key] = array(f"image_mask/{key}").astype(bool)
+        ar_mask = self.io.get(f"{prefix}/token_ar_mask")
+        loss_mask = self.io.get(f"{prefix}/token_loss_mask")
         return Observation(
             images=images,
             image_masks=masks,
-            state=self.io[f"{prefix}/state"],
+            state=array("state"),
             tokenized_prompt=self.io[f"{prefix}/tokenized_prompt"],
             tokenized_prompt_mask=self.io[f"{prefix}/tokenized_prompt_mask"].astype(bool),
+            token_ar_mask=None if ar_mask is None else ar_mask.astype(np.int32),
+            token_loss_mask=None if loss_mask is None else loss_mask.astype(bool),
         )
 
     def recorded_num_steps(self) -> dict[str, int]:
@@ -121,7 +152,7 @@ class ReferenceSet:
 
 
 def load_reference(path: str | Path) -> ReferenceSet:
-    """Load a reference directory of a π0-family model.
+    """Load a reference directory of a π0, π0.5 or π0-FAST model.
 
     Raises:
         InputError: the directory lacks ``manifest.json`` or ``io.safetensors``.
@@ -134,9 +165,10 @@ def load_reference(path: str | Path) -> ReferenceSet:
                 f"{sorted(p.name for p in path.iterdir()) if path.is_dir() else 'nothing'}"
             )
     manifest = json.loads((path / "manifest.json").read_text())
+    read_config = pi0_fast_config_from_manifest if manifest["model"] == "pi0_fast" else pi0_config_from_manifest
     return ReferenceSet(
         path=path,
         manifest=manifest,
-        config=pi0_config_from_manifest(manifest["config"]),
+        config=read_config(manifest["config"]),
         io=load_file(str(path / "io.safetensors")),
     )

@@ -1,4 +1,4 @@
-"""Loading and saving π0 / π0.5 weights in any supported format, with numpy alone.
+"""Loading and saving π0 / π0.5 / π0-FAST weights in any supported format, with numpy alone.
 
 Formats (each a plugin-registered :class:`~openpi_core.specs.AbstractCheckpointFormat`;
 the built-ins live in :mod:`openpi_core.checkpoints.formats`):
@@ -6,7 +6,7 @@ the built-ins live in :mod:`openpi_core.checkpoints.formats`):
 * ``native``: this project's directory (``model.safetensors`` + ``manifest.json``).
 * ``openpi-jax``: openpi's Orbax ``params`` checkpoints (reading needs tensorstore,
   ``pip install 'openpi-core[orbax]'``; writing needs orbax-checkpoint).
-* ``openpi-torch``: openpi's PyTorch / LeRobot ``model.safetensors``.
+* ``openpi-torch``: openpi's PyTorch / LeRobot ``model.safetensors`` (π0 and π0.5 only).
 * ``safetensors``: a bare safetensors file under openpi JAX or canonical names (read only).
 
 Every reader returns canonical names and layouts (:mod:`openpi_core.models.pi0_weights`)
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from openpi_core.checkpoints._io import Progress, cast, storage_dtype
-from openpi_core.checkpoints.infer import infer_config
+from openpi_core.checkpoints.infer import ModelConfig, infer_config, weight_schema
 from openpi_core.checkpoints.naming import detect_naming, to_canonical
 from openpi_core.checkpoints.native import load_native, save_native
 from openpi_core.download import is_url, maybe_download
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import Pi0Config
 from openpi_core.plugins import get_checkpoint_format, get_plugin_manager
 from openpi_core.specs import AbstractCheckpointFormat
 
@@ -38,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "save_native",
     "to_canonical",
+    "weight_schema",
 ]
 
 
@@ -63,11 +63,11 @@ def detect_format(path: str | Path) -> AbstractCheckpointFormat:
 
 def load_checkpoint(
     path_or_params: str | Path | Mapping[str, np.ndarray],
-    config: Pi0Config | None = None,
+    config: ModelConfig | None = None,
     *,
     progress: Progress = None,
-) -> tuple[Pi0Config, dict[str, np.ndarray]]:
-    """Load π0/π0.5 weights from a checkpoint or a mapping of arrays, as canonical arrays.
+) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """Load π0, π0.5 or π0-FAST weights from a checkpoint or a mapping of arrays, as canonical arrays.
 
     Args:
         path_or_params: a checkpoint path (format detected: a native directory, an
@@ -96,7 +96,7 @@ def load_checkpoint(
 
 def save_checkpoint(
     path: str | Path,
-    config: Pi0Config | None,
+    config: ModelConfig | None,
     params: Mapping[str, np.ndarray],
     to: str = "native",
     *,

@@ -20,6 +20,7 @@ from openpi_core.checkpoints._io import (
     storage_dtype,
     write_safetensors,
 )
+from openpi_core.checkpoints.infer import ModelConfig, weight_schema
 from openpi_core.checkpoints.naming import to_canonical
 from openpi_core.checkpoints.native import (
     WEIGHTS,
@@ -35,12 +36,11 @@ from openpi_core.checkpoints.openpi_jax import openpi_jax_from_canonical
 from openpi_core.checkpoints.openpi_torch import TIED_METADATA, is_openpi_torch_naming, openpi_torch_from_canonical
 from openpi_core.checkpoints.orbax import ROOT, find_params_dir, read_orbax_params, write_orbax_params
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.pi0_weights import check_against_schema
 from openpi_core.specs import AbstractCheckpointFormat
 
 
-def _stored_config(directory: Path, naming: str) -> Pi0Config | None:
+def _stored_config(directory: Path, naming: str) -> ModelConfig | None:
     """The config of a manifest of ``naming`` in ``directory``, if there is one."""
     manifest = read_manifest(directory)
     if manifest is None or manifest.get("naming", "canonical") != naming:
@@ -48,9 +48,9 @@ def _stored_config(directory: Path, naming: str) -> Pi0Config | None:
     return manifest_config(manifest, directory)
 
 
-def _uniform(config: Pi0Config, params: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+def _uniform(config: ModelConfig, params: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
     """Checked params, all of one storage dtype (float32 unless every array is bfloat16)."""
-    params = check_against_schema(params, pi0_weight_schema(config))
+    params = check_against_schema(params, weight_schema(config))
     dtype = storage_dtype(params)
     return cast(params, dtype), dtype
 
@@ -63,14 +63,14 @@ class NativeFormat(AbstractCheckpointFormat):
         return is_native(path)
 
     def read(
-        self, path: Path, config: Pi0Config | None = None, *, progress: Progress = None
-    ) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+        self, path: Path, config: ModelConfig | None = None, *, progress: Progress = None
+    ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
         return load_native(path, config, progress=progress)
 
     def write(
         self,
         path: Path,
-        config: Pi0Config,
+        config: ModelConfig,
         params: Mapping[str, np.ndarray],
         *,
         overwrite: bool = False,
@@ -92,8 +92,8 @@ class OpenpiTorchFormat(AbstractCheckpointFormat):
         return file is not None and is_openpi_torch_naming(safetensors_keys(file))
 
     def read(
-        self, path: Path, config: Pi0Config | None = None, *, progress: Progress = None
-    ) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+        self, path: Path, config: ModelConfig | None = None, *, progress: Progress = None
+    ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
         file = find_safetensors(Path(path))
         if file is None:
             raise WeightsError(f"{path} is neither a .safetensors file nor a directory with model.safetensors")
@@ -103,12 +103,14 @@ class OpenpiTorchFormat(AbstractCheckpointFormat):
     def write(
         self,
         path: Path,
-        config: Pi0Config,
+        config: ModelConfig,
         params: Mapping[str, np.ndarray],
         *,
         overwrite: bool = False,
         progress: Progress = None,
     ) -> None:
+        if config.family == "pi0_fast":
+            raise WeightsError("openpi's PyTorch model has no π0-FAST; write π0-FAST weights as native or openpi-jax")
         params, dtype = _uniform(config, params)
         state = openpi_torch_from_canonical(params, config)
         with atomic_directory(Path(path), overwrite=overwrite) as scratch:
@@ -129,8 +131,8 @@ class OpenpiJaxFormat(AbstractCheckpointFormat):
         return find_params_dir(Path(path)) is not None
 
     def read(
-        self, path: Path, config: Pi0Config | None = None, *, progress: Progress = None
-    ) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+        self, path: Path, config: ModelConfig | None = None, *, progress: Progress = None
+    ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
         params_dir = find_params_dir(Path(path))
         if params_dir is None:
             raise WeightsError(f"{path} is not an Orbax params checkpoint")
@@ -140,7 +142,7 @@ class OpenpiJaxFormat(AbstractCheckpointFormat):
     def write(
         self,
         path: Path,
-        config: Pi0Config,
+        config: ModelConfig,
         params: Mapping[str, np.ndarray],
         *,
         overwrite: bool = False,
@@ -165,8 +167,8 @@ class SafetensorsFormat(AbstractCheckpointFormat):
         return file is not None and not is_native(Path(path)) and not is_openpi_torch_naming(safetensors_keys(file))
 
     def read(
-        self, path: Path, config: Pi0Config | None = None, *, progress: Progress = None
-    ) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+        self, path: Path, config: ModelConfig | None = None, *, progress: Progress = None
+    ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
         file = find_safetensors(Path(path))
         if file is None:
             raise WeightsError(f"{path} is neither a .safetensors file nor a directory with model.safetensors")

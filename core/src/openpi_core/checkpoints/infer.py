@@ -1,10 +1,11 @@
-"""The model config of canonical weights, read off their shapes.
+"""The model config of canonical weights, read off their shapes, and the weight schema of a config.
 
 Canonical (and openpi JAX) layouts keep attention heads on their own axis, so every
 architecture number is recoverable: widths, depths, heads, head dims, mlp dims,
-vocabulary, vision patch and image sizes, and π0 vs π0.5 (adaptive norms in the
-action expert). What weights cannot tell, ``action_horizon`` and ``max_token_len``,
-keeps :class:`Pi0Config`'s defaults, and ``dtype`` is float32.
+vocabulary, vision patch and image sizes, π0-FAST (no action expert) vs π0 vs π0.5
+(adaptive norms in the action expert). What weights cannot tell (``action_horizon``,
+``max_token_len``, and π0-FAST's ``action_dim`` and decoding settings) keeps the
+config's defaults, and ``dtype`` is float32.
 """
 
 import math
@@ -13,7 +14,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import GemmaConfig, Pi0Config, SiglipConfig
+from openpi_core.models.config import GemmaConfig, Pi0Config, Pi0FASTConfig, SiglipConfig
+from openpi_core.models.pi0_weights import Shape, pi0_fast_weight_schema, pi0_weight_schema
+
+ModelConfig = Pi0Config | Pi0FASTConfig
+
+
+def weight_schema(config: ModelConfig) -> dict[str, Shape]:
+    """Canonical name -> shape of every parameter of ``config``'s model family."""
+    return pi0_fast_weight_schema(config) if isinstance(config, Pi0FASTConfig) else pi0_weight_schema(config)
 
 
 def image_size(num_patches: int, patch_size: tuple[int, int]) -> tuple[int, int]:
@@ -42,8 +51,9 @@ def _gemma(params: Mapping[str, np.ndarray], prefix: str) -> GemmaConfig:
     )
 
 
-def infer_config(params: Mapping[str, np.ndarray]) -> Pi0Config:
-    """The :class:`Pi0Config` whose weight schema canonical ``params`` should match.
+def infer_config(params: Mapping[str, np.ndarray]) -> ModelConfig:
+    """The :class:`Pi0Config`, or :class:`Pi0FASTConfig` when there is no action expert,
+    whose weight schema canonical ``params`` should match.
 
     Only the shapes are read; :func:`~openpi_core.models.pi0_weights.check_against_schema`
     then checks every tensor against the inferred config.
@@ -62,6 +72,10 @@ def infer_config(params: Mapping[str, np.ndarray]) -> Pi0Config:
         patch_size=(patch_h, patch_w),
         image_size=image_size(num_patches, (patch_h, patch_w)),
     )
+    if "expert.layers.attn.q_proj" not in params:
+        return Pi0FASTConfig(
+            llm=_gemma(params, "llm"), vision=vision, vocab_size=_shape(params, "llm.embedding")[0], dtype="float32"
+        )
     return Pi0Config(
         llm=_gemma(params, "llm"),
         action_expert=_gemma(params, "expert"),

@@ -9,15 +9,14 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from openpi_core.checkpoints.infer import infer_config
+from openpi_core.checkpoints.infer import ModelConfig, infer_config, weight_schema
 from openpi_core.checkpoints.openpi_jax import canonical_from_openpi_jax
 from openpi_core.checkpoints.openpi_torch import (
     canonical_from_openpi_torch,
     infer_config_from_openpi_torch,
     is_openpi_torch_naming,
 )
-from openpi_core.models.config import Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.pi0_weights import check_against_schema
 
 
 def detect_naming(names: Iterable[str]) -> str:
@@ -31,8 +30,8 @@ def detect_naming(names: Iterable[str]) -> str:
 
 
 def to_canonical(
-    params: Mapping[str, np.ndarray], config: Pi0Config | None = None
-) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+    params: Mapping[str, np.ndarray], config: ModelConfig | None = None
+) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Canonical arrays from arrays in any naming, checked against ``config``'s weight schema.
 
     Args:
@@ -48,4 +47,4 @@ def to_canonical(
         return config, canonical_from_openpi_torch(params, config)
     canonical = canonical_from_openpi_jax(params) if naming == "openpi-jax" else dict(params)
     config = config or infer_config(canonical)
-    return config, check_against_schema(canonical, pi0_weight_schema(config))
+    return config, check_against_schema(canonical, weight_schema(config))

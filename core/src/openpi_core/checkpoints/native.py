@@ -5,7 +5,7 @@
 * ``manifest.json``::
 
       {"format": "openpi-plugins", "format_version": 1, "naming": "canonical",
-       "family": "pi0" | "pi05", "config": <unstructured Pi0Config>,
+       "family": "pi0" | "pi05" | "pi0_fast", "config": <unstructured Pi0Config or Pi0FASTConfig>,
        "dtype": "float32" | "bfloat16"}
 
   ``dtype`` is the storage dtype of the tensors, not the compute dtype
@@ -34,9 +34,10 @@ from openpi_core.checkpoints._io import (
     storage_dtype,
     write_safetensors,
 )
+from openpi_core.checkpoints.infer import ModelConfig, weight_schema
 from openpi_core.errors import InputError, WeightsError
-from openpi_core.models.config import Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
+from openpi_core.models.pi0_weights import check_against_schema
 from openpi_core.serialization import structure, unstructure
 
 FORMAT = "openpi-plugins"
@@ -46,7 +47,7 @@ WEIGHTS = "model.safetensors"
 NAMINGS = ("canonical", "openpi-torch", "openpi-jax")
 
 
-def make_manifest(config: Pi0Config, dtype: str, naming: str = "canonical") -> dict[str, Any]:
+def make_manifest(config: ModelConfig, dtype: str, naming: str = "canonical") -> dict[str, Any]:
     """The manifest describing weights of ``config`` stored as ``dtype`` in ``naming``."""
     if dtype not in STORAGE_DTYPES:
         raise WeightsError(f"manifest dtype should be one of {STORAGE_DTYPES}, got {dtype!r}")
@@ -87,10 +88,12 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def manifest_config(manifest: Mapping[str, Any], where: Path) -> Pi0Config:
-    """The :class:`Pi0Config` a manifest records, checked against its ``family``."""
+def manifest_config(manifest: Mapping[str, Any], where: Path) -> ModelConfig:
+    """The model config a manifest records (a :class:`Pi0FASTConfig` when its ``family``
+    is ``pi0_fast``, else a :class:`Pi0Config`), checked against that ``family``."""
+    config_type = Pi0FASTConfig if manifest.get("family") == "pi0_fast" else Pi0Config
     try:
-        config = structure(manifest["config"], Pi0Config)
+        config = structure(manifest["config"], config_type)
     except (KeyError, InputError) as error:
         raise WeightsError(f"{where / MANIFEST}: no valid model config ({error})") from error
     if manifest.get("family", config.family) != config.family:
@@ -111,7 +114,7 @@ def is_native(path: Path) -> bool:
 
 def save_native(
     path: str | Path,
-    config: Pi0Config,
+    config: ModelConfig,
     params: Mapping[str, np.ndarray],
     *,
     dtype: str | None = None,
@@ -129,7 +132,7 @@ def save_native(
     Raises:
         WeightsError: a parameter is missing, unknown or mis-shaped; ``path`` exists.
     """
-    params = check_against_schema(params, pi0_weight_schema(config))
+    params = check_against_schema(params, weight_schema(config))
     dtype = dtype or storage_dtype(params)
     tensors = cast(params, dtype)
     with atomic_directory(Path(path), overwrite=overwrite) as scratch:
@@ -139,8 +142,8 @@ def save_native(
 
 
 def load_native(
-    path: str | Path, config: Pi0Config | None = None, *, progress: Progress = None
-) -> tuple[Pi0Config, dict[str, np.ndarray]]:
+    path: str | Path, config: ModelConfig | None = None, *, progress: Progress = None
+) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Read a native checkpoint directory.
 
     Args:
@@ -159,7 +162,7 @@ def load_native(
     if manifest is None or not (path / WEIGHTS).is_file():
         raise WeightsError(f"{path} is not a native checkpoint: it needs {MANIFEST} (format {FORMAT!r}) and {WEIGHTS}")
     config = config or manifest_config(manifest, path)
-    params = check_against_schema(read_safetensors(path / WEIGHTS, progress), pi0_weight_schema(config))
+    params = check_against_schema(read_safetensors(path / WEIGHTS, progress), weight_schema(config))
     expected = manifest.get("dtype", "float32")
     for name, array in params.items():
         if np.dtype(array.dtype).name != expected:
