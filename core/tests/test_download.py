@@ -87,3 +87,45 @@ def test_concurrent_callers_download_once(source, tmp_path, monkeypatch):
         thread.join()
     assert len(calls) == 1
     assert len(set(results)) == 1 and results[0].read_bytes() == source.read_bytes()
+
+
+def test_hf_urls_map_to_the_resolve_endpoint():
+    assert download.hf_to_https("hf://google/paligemma-3b/tokenizer.model") == (
+        "https://huggingface.co/google/paligemma-3b/resolve/main/tokenizer.model"
+    )
+    assert download.hf_to_https("hf://org/repo@v1.2/sub/dir/file.json") == (
+        "https://huggingface.co/org/repo/resolve/v1.2/sub/dir/file.json"
+    )
+    assert is_url("hf://org/repo/file")
+    with pytest.raises(DownloadError, match=r"expected hf://<org>/<repo>\[@<revision>\]/<path>, got 'hf://org/repo'"):
+        download.hf_to_https("hf://org/repo")
+
+
+def test_hf_urls_are_cached_under_their_https_layout(tmp_path):
+    local = cache_path("hf://org/repo@abc/assets/norm_stats.json", tmp_path)
+    assert (
+        local
+        == tmp_path.resolve() / "huggingface.co" / "org" / "repo" / "resolve" / "abc" / "assets" / "norm_stats.json"
+    )
+
+
+def test_hf_file_is_fetched_through_the_endpoint(tmp_path, monkeypatch):
+    hub = tmp_path / "hub" / "org" / "repo" / "resolve" / "main"
+    hub.mkdir(parents=True)
+    (hub / "tokenizer.model").write_bytes(b"spm")
+    monkeypatch.setattr(download, "HF_HTTPS_ENDPOINT", (tmp_path / "hub").as_uri())
+    local = maybe_download("hf://org/repo/tokenizer.model", cache_dir=tmp_path / "cache")
+    assert local.read_bytes() == b"spm"
+
+
+def test_offline_error_names_the_url_and_the_cache_path_to_fill_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "HF_HTTPS_ENDPOINT", (tmp_path / "unreachable").as_uri())
+    url = "hf://org/repo@v2/weights/model.safetensors"
+    expected = cache_path(url, tmp_path / "cache")
+    with pytest.raises(DownloadError) as caught:
+        maybe_download(url, cache_dir=tmp_path / "cache")
+    message = str(caught.value)
+    assert "could not fetch" in message and "org/repo/resolve/v2/weights/model.safetensors" in message
+    assert f"place the file or folder by hand at {expected}" in message and url in message
+    expected.write_bytes(b"placed by hand")
+    assert maybe_download(url, cache_dir=tmp_path / "cache").read_bytes() == b"placed by hand"

@@ -25,7 +25,7 @@ def test_plugin_registers_the_backend():
     plugin.openpi_register_backends(registered.append)
     (backend,) = registered
     assert isinstance(backend, TorchBackend)
-    assert backend.name == "torch" and backend.families == ("pi0", "pi05")
+    assert backend.name == "torch" and backend.families == ("pi0", "pi05", "pi0_fast")
 
 
 @pytest.mark.parametrize("source", ["openpi_params_path", "torch_state_path"])
@@ -44,11 +44,11 @@ def test_load_model_rejects_other_families(monkeypatch):
     from openpi_core import checkpoints
 
     @attrs.frozen
-    class FastConfig:
-        family: str = "pi0_fast"
+    class OtherConfig:
+        family: str = "pi1"
 
-    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda params, config: (FastConfig(), params))
-    with pytest.raises(InputError, match="pi0_fast"):
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda params, config: (OtherConfig(), params))
+    with pytest.raises(InputError, match="pi1"):
         TorchBackend().load_model({}, None)
 
 

@@ -12,7 +12,12 @@ import click
 
 from openpi_cli.bench import bench
 from openpi_cli.convert import convert
+from openpi_cli.data import data
+from openpi_cli.demo import demo
 from openpi_cli.inspect import configs, embodiments, plugins
+from openpi_cli.norm_stats import norm_stats
+from openpi_cli.serve import run
+from openpi_cli.train import train
 from openpi_core import __version__
 from openpi_core.plugins import get_plugin_manager
 
@@ -28,6 +33,11 @@ cli.add_command(configs)
 cli.add_command(embodiments)
 cli.add_command(convert)
 cli.add_command(bench)
+cli.add_command(data)
+cli.add_command(norm_stats)
+run.add_command(train)
+cli.add_command(run)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ NO_TESTS_COLLECTED = 5
 
 @click.command()
 @click.option("--backends", default=None, help="Comma-separated backends to compare (default: all installed).")
-@click.option("--family", default="pi0,pi05", show_default=True, help="Comma-separated model families.")
+@click.option("--family", default="pi0,pi05,pi0_fast", show_default=True, help="Comma-separated model families.")
 @click.option("--dtype", default="float32,bfloat16", show_default=True, help="Comma-separated dtypes.")
 @click.option(
     "--reference",

@@ -13,6 +13,7 @@ import itertools
 
 import pytest
 
+from openpi_conformance.fast_parity import FAST_OUTPUTS
 from openpi_conformance.parity import OUTPUTS
 from openpi_conformance.reference_parity import available_forms
 from openpi_conformance.results import CheckResult, format_table
@@ -20,13 +21,14 @@ from openpi_core.plugins import get_plugin_manager
 
 RESULTS = pytest.StashKey[list[CheckResult]]()
 FAMILIES = ("pi0", "pi05")
+ALL_FAMILIES = (*FAMILIES, "pi0_fast")
 DTYPES = ("float32", "bfloat16")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("openpi-conformance")
     group.addoption("--pi-backends", default=None, help="Comma-separated backends (default: all installed).")
-    group.addoption("--pi-family", default=",".join(FAMILIES), help="Comma-separated model families.")
+    group.addoption("--pi-family", default=",".join(ALL_FAMILIES), help="Comma-separated model families.")
     group.addoption("--pi-dtype", default=",".join(DTYPES), help="Comma-separated dtypes.")
     group.addoption("--pi-reference", action="append", default=[], help="Reference directory (repeatable).")
     group.addoption("--pi-embodiments", default=None, help="Comma-separated embodiments (default: all installed).")
@@ -44,6 +46,15 @@ def selected_backends(config: pytest.Config, family: str) -> list[str]:
     registry = get_plugin_manager().registry("backend")
     names = _split(config.getoption("--pi-backends")) or registry.names()
     return [name for name in names if family in registry.get(name).families]
+
+
+def _can_train(backend: str) -> bool:
+    """Whether the backend overrides the default ``create_trainer`` (which cannot train)."""
+    from openpi_core.specs import AbstractBackend
+
+    return (
+        type(get_plugin_manager().registry("backend").get(backend)).create_trainer is not AbstractBackend.create_trainer
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -64,6 +75,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     )
                 )
         metafunc.parametrize("parity_case", cases)
+    if "fast_case" in metafunc.fixturenames:
+        cases = []
+        if "pi0_fast" in families and "float32" in dtypes:
+            backends = selected_backends(config, "pi0_fast")
+            for (first, second), output in itertools.product(itertools.combinations(backends, 2), FAST_OUTPUTS):
+                cases.append(pytest.param((first, second, output), id=f"pi0_fast-float32-{first}-vs-{second}-{output}"))
+        metafunc.parametrize("fast_case", cases)
+    if "training_case" in metafunc.fixturenames:
+        cases = []
+        if "float32" in dtypes:
+            for family in families:
+                if family not in FAMILIES:
+                    continue
+                trainers = [name for name in selected_backends(config, family) if _can_train(name)]
+                for first, second in itertools.combinations(trainers, 2):
+                    cases.append(pytest.param((family, first, second), id=f"{family}-{first}-vs-{second}-train-step"))
+        metafunc.parametrize("training_case", cases)
     if "reference_case" in metafunc.fixturenames:
         cases = []
         for path in config.getoption("--pi-reference"):

@@ -4,7 +4,6 @@ from openpi_core import hookimpl
 from openpi_core.fast import FASTPromptTokenizer
 from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.models.pi0_weights import pi0_fast_weight_schema, pi0_weight_schema
-from openpi_core.observation import IMAGE_RESOLUTION
 from openpi_core.specs import ModelSpec
 from openpi_core.tokenizers import PaligemmaTokenizer
 from openpi_core.transforms import Group
@@ -14,11 +13,11 @@ from openpi_core.transforms.model import TokenizePrompt
 
 
 def pi0_model_transforms(config: Pi0Config) -> Group:
-    """Resize cameras to 224x224, tokenize the prompt (π0.5: with the state), pad state and
+    """Resize cameras to the vision tower's size (224x224 for published models), tokenize the prompt (π0.5: with the state), pad state and
     actions to the model's action dim."""
     return Group(
         inputs=[
-            ResizeImages(*IMAGE_RESOLUTION),
+            ResizeImages(*config.vision.image_size),
             TokenizePrompt(PaligemmaTokenizer(config.max_token_len), discrete_state_input=config.discrete_state_input),
             PadStatesAndActions(config.action_dim),
         ]
@@ -26,12 +25,12 @@ def pi0_model_transforms(config: Pi0Config) -> Group:
 
 
 def pi0_fast_model_transforms(config: Pi0FASTConfig) -> Group:
-    """Resize cameras to 224x224 and build the FAST token sequence (prompt, binned state
+    """Resize cameras to the vision tower's size and build the FAST token sequence (prompt, binned state
     and, in training, the action tokens); turn generated tokens back into actions. The
     PaliGemma and FAST tokenizers are loaded on first use."""
     tokenizer = FASTPromptTokenizer(config.max_token_len, fast_skip_tokens=config.fast_skip_tokens)
     return Group(
-        inputs=[ResizeImages(*IMAGE_RESOLUTION), TokenizeFASTInputs(tokenizer)],
+        inputs=[ResizeImages(*config.vision.image_size), TokenizeFASTInputs(tokenizer)],
         outputs=[ExtractFASTActions(tokenizer, config.action_horizon, config.action_dim)],
     )
 

@@ -9,6 +9,12 @@ Sources:
   fsspec, files and directories alike. Without it, a single public object is fetched
   from ``https://storage.googleapis.com/bucket/path``; plain HTTPS cannot list a
   directory (openpi's checkpoints are directories), so that case asks for gcsfs.
+* ``hf://<org>/<repo>[@<revision>]/<path>``: one file of a Hugging Face Hub
+  repository, fetched from ``https://huggingface.co/<org>/<repo>/resolve/<revision or
+  main>/<path>`` (:func:`hf_to_https`) and cached under that URL's layout.
+
+When a fetch fails (offline, say), the error names the URL and the exact cache path
+where the file can be placed by hand; a file found there is used without fetching.
 
 The cache lives in ``$OPENPI_DATA_HOME``, else ``~/.cache/openpi``, laid out as
 ``<cache>/<host or bucket>/<path>`` like openpi's own, so an existing openpi cache is
@@ -32,7 +38,9 @@ from openpi_core.errors import OpenpiError
 CACHE_ENV = "OPENPI_DATA_HOME"
 DEFAULT_CACHE_DIR = "~/.cache/openpi"
 GCS_HTTPS_ENDPOINT = "https://storage.googleapis.com"
-URL_SCHEMES = ("file", "http", "https", "gs")
+HF_HTTPS_ENDPOINT = "https://huggingface.co"
+HF_DEFAULT_REVISION = "main"
+URL_SCHEMES = ("file", "http", "https", "gs", "hf")
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
 
@@ -59,8 +67,31 @@ def gs_to_https(url: str) -> str:
     return f"{GCS_HTTPS_ENDPOINT}/{parsed.netloc}/{parsed.path.lstrip('/')}"
 
 
+def hf_to_https(url: str) -> str:
+    """``hf://org/repo[@rev]/path`` -> ``https://huggingface.co/org/repo/resolve/<rev or main>/path``.
+
+    Raises:
+        DownloadError: ``url`` does not name an organisation, a repository and a file.
+    """
+    parsed = urllib.parse.urlparse(url)
+    parts = [parsed.netloc, *parsed.path.split("/")] if parsed.scheme == "hf" else []
+    parts = [part for part in parts if part]
+    if len(parts) < 3:
+        raise DownloadError(f"expected hf://<org>/<repo>[@<revision>]/<path>, got {url!r}")
+    org, repo, path = parts[0], parts[1], "/".join(parts[2:])
+    repo, _, revision = repo.partition("@")
+    if not repo:
+        raise DownloadError(f"expected hf://<org>/<repo>[@<revision>]/<path>, got {url!r}: the repository is empty")
+    return f"{HF_HTTPS_ENDPOINT}/{org}/{repo}/resolve/{revision or HF_DEFAULT_REVISION}/{path}"
+
+
 def cache_path(url: str, cache_dir: Path) -> Path:
-    """Where ``url`` is cached: ``<cache_dir>/<host or bucket, or 'file'>/<path>``."""
+    """Where ``url`` is cached: ``<cache_dir>/<host or bucket, or 'file'>/<path>``.
+
+    An ``hf://`` URL is cached where its ``https://huggingface.co/...`` form is.
+    """
+    if urllib.parse.urlparse(url).scheme == "hf":
+        url = hf_to_https(url)
     parsed = urllib.parse.urlparse(url)
     relative = urllib.parse.unquote(parsed.path).strip("/")
     if not relative:
@@ -86,7 +117,8 @@ def maybe_download(
         An absolute path that exists (a file, or a directory for directory sources).
 
     Raises:
-        DownloadError: a local path that does not exist, or a URL that cannot be fetched.
+        DownloadError: a local path that does not exist, or a URL that cannot be
+            fetched; the message then names the cache path where the file may be put by hand.
     """
     source = os.fspath(url_or_path)
     if not is_url(source):
@@ -108,6 +140,10 @@ def maybe_download(
         try:
             _fetch(source, scratch)
             os.replace(scratch, local)
+        except DownloadError as error:
+            raise DownloadError(
+                f"{error}. Without network access, place the file or folder by hand at {local} (the cache path of {source})"
+            ) from error
         finally:
             _remove(scratch)
     return local
@@ -122,6 +158,9 @@ def _fetch(url: str, destination: Path) -> None:
             return
     if parsed.scheme == "gs":
         _fetch_gs(url, destination)
+        return
+    if parsed.scheme == "hf":
+        _stream(hf_to_https(url), destination)
         return
     _stream(url, destination)
 

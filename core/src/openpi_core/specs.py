@@ -95,7 +95,14 @@ class ModelSpec:
 
 @attrs.frozen
 class NamedConfig:
-    """A preset: a model config, an embodiment, where norm stats and weights come from."""
+    """A preset: a model config, an embodiment, where norm stats and weights come from.
+
+    ``norm_stats`` is the directory holding ``norm_stats.json``; for openpi's presets it
+    is ``<checkpoint>/assets/<asset id>`` (see :attr:`asset_id`). ``delta_actions``
+    (openpi's ``use_delta_joint_actions`` / ``extra_delta_transform``) says the model
+    predicts the embodiment's ``delta_action_mask`` dimensions relative to the current
+    state, so a policy wraps ``DeltaActions`` / ``AbsoluteActions`` around the model.
+    """
 
     name: str
     family: str
@@ -106,6 +113,18 @@ class NamedConfig:
     norm_stats: str | None = None
     default_prompt: str | None = None
     extra_transforms: Sequence[DataTransform] = ()
+    delta_actions: bool = False
+
+    @property
+    def asset_id(self) -> str | None:
+        """The norm stats' folder under the checkpoint's ``assets/`` (openpi's asset id,
+        e.g. ``trossen``), so the same stats are found inside a fine-tuned checkpoint
+        that copies them there; None when ``norm_stats`` lies elsewhere."""
+        if self.checkpoint is None or self.norm_stats is None:
+            return None
+        prefix = f"{self.checkpoint.rstrip('/')}/assets/"
+        asset_id = self.norm_stats.removeprefix(prefix).strip("/")
+        return asset_id if self.norm_stats.startswith(prefix) and asset_id else None
 
 
 class AbstractCheckpointFormat(abc.ABC):

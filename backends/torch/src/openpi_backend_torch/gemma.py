@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from openpi_backend_torch.precision import pow_float32
 from openpi_core.models.config import GemmaConfig
@@ -225,7 +226,13 @@ class JointLayer(nn.Module):
 
 
 class GemmaMixture(nn.Module):
-    """The LLM's token embedding, the stack of joint layers, and each expert's final norm."""
+    """The LLM's token embedding, the stack of joint layers, and each expert's final norm.
+
+    With ``gradient_checkpointing`` set, a pass that records gradients keeps only each
+    layer's inputs and recomputes the layer during the backward pass.
+    """
+
+    gradient_checkpointing = False
 
     def __init__(
         self, configs: Sequence[GemmaConfig], adaptive: Sequence[bool], vocab_size: int, dtype: torch.dtype
@@ -276,7 +283,10 @@ class GemmaMixture(nn.Module):
         rope = rope_tables(positions, self.configs[0].head_dim)
         for index, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.keys[index], cache.values[index])
-            xs = layer(xs, rope, additive_mask, conds, layer_cache, cache_offset)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                xs = checkpoint(layer, xs, rope, additive_mask, conds, layer_cache, cache_offset, use_reentrant=False)
+            else:
+                xs = layer(xs, rope, additive_mask, conds, layer_cache, cache_offset)
         return [
             None if x is None else norm(x, cond)[0] for norm, x, cond in zip(self.final_norms, xs, conds, strict=True)
         ]

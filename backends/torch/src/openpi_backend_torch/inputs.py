@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from openpi_core.errors import InputError
-from openpi_core.models.config import Pi0Config
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.observation import Observation
 
 
@@ -34,7 +34,9 @@ class ModelInputs:
     token_mask: Tensor
 
 
-def observation_inputs(config: Pi0Config, observation: Observation, device: torch.device) -> ModelInputs:
+def observation_inputs(
+    config: Pi0Config | Pi0FASTConfig, observation: Observation, device: torch.device
+) -> ModelInputs:
     """Check ``observation`` against ``config`` and convert it.
 
     Raises:
@@ -58,7 +60,7 @@ def observation_inputs(config: Pi0Config, observation: Observation, device: torc
                 f"Observation.images[{key!r}] should have shape {list(image_shape)}, "
                 f"got {list(observation.images[key].shape)}"
             )
-    if not config.pi05 and observation.state.shape[1] != config.action_dim:
+    if isinstance(config, Pi0Config) and not config.pi05 and observation.state.shape[1] != config.action_dim:
         raise InputError(
             f"Observation.state should be [B, {config.action_dim}] (padded to the action dim), "
             f"got {list(observation.state.shape)}"

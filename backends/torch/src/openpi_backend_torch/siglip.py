@@ -9,6 +9,7 @@ one LLM token. Shapes: ``B`` batch, ``P`` patches, ``vW`` tower width, ``W`` LLM
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from openpi_core.models.config import SiglipConfig
 
@@ -64,7 +65,12 @@ class SiglipBlock(nn.Module):
 
 
 class SiglipEncoder(nn.Module):
-    """Images float32 ``[B, H, W, 3]`` in ``[-1, 1]`` -> tokens ``[B, P, W]`` in the compute dtype."""
+    """Images float32 ``[B, H, W, 3]`` in ``[-1, 1]`` -> tokens ``[B, P, W]`` in the compute dtype.
+
+    ``gradient_checkpointing``: as in :class:`~openpi_backend_torch.gemma.GemmaMixture`.
+    """
+
+    gradient_checkpointing = False
 
     def __init__(self, config: SiglipConfig, out_width: int, dtype: torch.dtype) -> None:
         super().__init__()
@@ -83,5 +89,8 @@ class SiglipEncoder(nn.Module):
         x = patches.flatten(2).transpose(1, 2) + self.pos_embed
         x = x.to(self.head.weight.dtype)
         for layer in self.layers:
-            x = layer(x)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return self.head(self.final_norm(x))

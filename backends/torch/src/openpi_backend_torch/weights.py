@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from openpi_core.errors import WeightsError
-from openpi_core.models.config import GemmaConfig, Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.config import GemmaConfig, Pi0Config, Pi0FASTConfig
+from openpi_core.models.pi0_weights import check_against_schema, pi0_fast_weight_schema, pi0_weight_schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,20 +151,29 @@ def _norm_rules(canonical: str, module: str, *, adaptive: bool) -> list[Rule]:
     return [_same(f"{canonical}.scale", f"{module}.scale")]
 
 
-def module_rules(config: Pi0Config) -> list[Rule]:
-    """Every rule of a π0/π0.5 model; together they cover the canonical schema exactly once."""
+def weight_schema(config: Pi0Config | Pi0FASTConfig) -> dict[str, tuple[int, ...]]:
+    """The canonical schema of ``config``'s family."""
+    return pi0_fast_weight_schema(config) if isinstance(config, Pi0FASTConfig) else pi0_weight_schema(config)
+
+
+def module_rules(config: Pi0Config | Pi0FASTConfig) -> list[Rule]:
+    """Every rule of a π0/π0.5 model (or of π0-FAST: the vision tower and the LLM as a
+    one-expert mixture); together they cover the canonical schema exactly once."""
     rules = _vision_rules(config)
     rules.append(_same("llm.embedding", "gemma.embedding.weight"))
     rules += _expert_rules("llm", 0, config.llm, adaptive=False)
-    rules += _expert_rules("expert", 1, config.action_expert, adaptive=config.pi05)
-    projections = ["action_in_proj", "action_out_proj"]
-    projections += (
-        ["time_mlp_in", "time_mlp_out"] if config.pi05 else ["state_proj", "action_time_mlp_in", "action_time_mlp_out"]
-    )
-    for name in projections:
-        rules += _dense(name, name)
+    if isinstance(config, Pi0Config):
+        rules += _expert_rules("expert", 1, config.action_expert, adaptive=config.pi05)
+        projections = ["action_in_proj", "action_out_proj"]
+        projections += (
+            ["time_mlp_in", "time_mlp_out"]
+            if config.pi05
+            else ["state_proj", "action_time_mlp_in", "action_time_mlp_out"]
+        )
+        for name in projections:
+            rules += _dense(name, name)
     covered = [name for rule in rules for name in rule.canonical]
-    if sorted(covered) != sorted(pi0_weight_schema(config)):
+    if sorted(covered) != sorted(weight_schema(config)):
         raise AssertionError("the torch weight rules and the canonical schema disagree")
     return rules
 
@@ -176,7 +185,7 @@ def module_arrays(config: Pi0Config, params: Mapping[str, np.ndarray]) -> Iterat
     Raises:
         WeightsError: a parameter is missing, unexpected or mis-shaped.
     """
-    params = check_against_schema(params, pi0_weight_schema(config))
+    params = check_against_schema(params, weight_schema(config))
     for rule in module_rules(config):
         sources = [np.asarray(params[name], dtype=np.float32) for name in rule.canonical]
         if rule.depth:

@@ -14,6 +14,7 @@ PRESETS = (
         description="π0 fine-tuned on LIBERO",
         checkpoint=f"{CHECKPOINTS}/pi0_libero",
         norm_stats=f"{CHECKPOINTS}/pi0_libero/assets/physical-intelligence/libero",
+        delta_actions=True,
     ),
     NamedConfig(
         name="pi05_libero",

@@ -1,0 +1,106 @@
+"""``pi run``: run policies. ``pi run serve`` serves one to robots over websockets.
+
+The policy comes from a preset (``--config``), from a checkpoint with an embodiment
+(``--checkpoint`` and ``--embodiment``), or from the bundled demo checkpoint
+(``--demo``); :func:`openpi_core.policy.create_policy` assembles it. The server
+(:mod:`openpi_core.serving`) warms it up, then answers until SIGTERM or Ctrl-C and
+exits 0 after answering the requests in flight.
+"""
+
+import logging
+
+import click
+
+from openpi_core.wire import API_KEY_ENV
+
+DTYPES = ("float32", "bfloat16")
+
+
+@click.group()
+def run() -> None:
+    """Run policies: serve one to robots, and more (see the subcommands)."""
+
+
+@run.command()
+@click.option("--config", "config_name", metavar="NAME", help="A preset (see `pi configs`), e.g. pi0_aloha_sim.")
+@click.option(
+    "--checkpoint",
+    metavar="PATH_OR_URL",
+    help="Checkpoint folder, file or URL (gs://, hf://, https://, file://); default: the preset's.",
+)
+@click.option("--embodiment", metavar="NAME", help="The robot, for a checkpoint without a preset (e.g. aloha).")
+@click.option("--backend", metavar="NAME", help="jax or torch (default: torch when installed, else jax).")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Compute dtype (default: the checkpoint's config).")
+@click.option("--num-steps", type=click.IntRange(min=1), default=10, show_default=True, help="Flow-matching steps.")
+@click.option("--default-prompt", metavar="TEXT", help="Prompt for observations without one; wins over the preset's.")
+@click.option(
+    "--norm-stats",
+    metavar="PATH_OR_URL",
+    help="norm_stats.json or its folder (default: <checkpoint>/assets/<asset id>/, <checkpoint>/, the preset's).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface; 0.0.0.0 admits the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option(
+    "--max-batch", type=click.IntRange(min=1), default=1, show_default=True, help="Observations per model call."
+)
+@click.option("--api-key", envvar=API_KEY_ENV, help=f"Require this key from clients (env {API_KEY_ENV}).")
+@click.option("--demo", is_flag=True, help="Serve the bundled random-weight demo checkpoint with the aloha embodiment.")
+def serve(
+    config_name: str | None,
+    checkpoint: str | None,
+    embodiment: str | None,
+    backend: str | None,
+    dtype: str | None,
+    num_steps: int,
+    default_prompt: str | None,
+    norm_stats: str | None,
+    host: str,
+    port: int,
+    max_batch: int,
+    api_key: str | None,
+    demo: bool,
+) -> None:
+    """Serve a policy over websockets until SIGTERM or Ctrl-C.
+
+    A prompt comes, first found, from the observation, --default-prompt, then the preset.
+
+    \b
+    pi run serve --demo
+    pi run serve --config pi0_aloha_sim
+    pi run serve --config pi05_aloha --checkpoint ./my_finetuned_checkpoint --dtype bfloat16
+    pi run serve --checkpoint ./ckpt --embodiment aloha --default-prompt "fold the towel"
+    """
+    from openpi_core.errors import OpenpiError
+    from openpi_core.policy import create_policy
+    from openpi_core.serving.server import PolicyServer, ServerConfig
+
+    logging.getLogger("openpi_core").setLevel(logging.INFO)
+    try:
+        if demo:
+            sources = {"--config": config_name, "--checkpoint": checkpoint, "--embodiment": embodiment}
+            given = [flag for flag, value in {**sources, "--norm-stats": norm_stats}.items() if value]
+            if given:
+                raise click.UsageError(f"--demo serves the bundled checkpoint; drop {', '.join(given)}")
+            from openpi_cli.demo import demo_policy
+
+            click.echo("serving the demo checkpoint: RANDOM WEIGHTS, its actions are meaningless", err=True)
+            policy = demo_policy(backend, default_prompt=default_prompt, dtype=dtype, num_steps=num_steps)
+        else:
+            if config_name is None and (checkpoint is None or embodiment is None):
+                raise click.UsageError(
+                    "say what to serve: --config NAME [--checkpoint PATH], --checkpoint PATH --embodiment NAME, or --demo"
+                )
+            policy = create_policy(
+                config_name,
+                checkpoint=checkpoint,
+                embodiment=embodiment,
+                backend=backend,
+                dtype=dtype,
+                num_steps=num_steps,
+                default_prompt=default_prompt,
+                norm_stats=norm_stats,
+            )
+        server = PolicyServer(policy, ServerConfig(host=host, port=port, api_key=api_key, max_batch=max_batch))
+        server.run()
+    except OpenpiError as error:
+        raise click.ClickException(f"{type(error).__name__}: {error}") from error

@@ -1,0 +1,204 @@
+"""The wire protocol between a policy server and a robot: one module, byte-compatible with openpi.
+
+Transport
+    One websocket per robot, on the server's port (8000 by default), any path. No
+    compression. When the server has an API key, the opening handshake must carry
+    ``Authorization: Api-Key <key>`` (:func:`api_key_header`); a missing or wrong key
+    is refused with HTTP 401 before any frame is exchanged. While the server warms
+    up or shuts down, handshakes are refused with HTTP 503; clients retry.
+
+Frames
+    1. Right after the handshake the server sends one binary frame: the msgpack
+       packed metadata dict of the policy (``{}`` at least).
+    2. Then, as often as it likes, the client sends one binary frame holding one
+       msgpack observation (a map with string keys), and the server answers it with
+       one binary frame: a map with the policy's output (``actions`` and what else
+       the policy returns) plus ``server_timing``, a map with ``infer_ms`` (decoding
+       to result, milliseconds) and, from the second request of a connection on,
+       ``prev_total_ms`` (the previous request from its arrival to its answer being
+       sent). One request at a time per connection: answers come in order.
+    3. A refused request is answered with one text frame, a one-line error
+       ``"<ErrorType>: <message>"`` without a traceback, then a close frame whose
+       reason repeats the text (cut to 123 bytes) and whose code says who is at fault:
+
+       - :data:`CLOSE_POLICY_VIOLATION` (1008): the request. Malformed msgpack, not a
+         map, a text frame, or an observation the policy refuses (missing key, wrong
+         shape, NaN, …). Fix the request and reconnect.
+       - :data:`CLOSE_TOO_BIG` (1009): the frame exceeds the server's
+         ``max_message_bytes``. websockets closes the connection itself, so no text
+         frame comes, only the close frame, with the reason
+         ``"frame with N bytes exceeds limit of M bytes"``.
+       - :data:`CLOSE_INTERNAL_ERROR` (1011): the server; the model raised. Every
+         request of that batch gets it; the server keeps serving.
+       - :data:`CLOSE_GOING_AWAY` (1001): the server is shutting down, after
+         answering the requests in flight. No text frame.
+
+HTTP on the same port
+    ``GET /healthz`` answers 200 while the process serves; ``GET /readyz`` answers 200
+    once the policy is warmed up and the server accepts robots, else 503;
+    ``GET /metrics`` answers Prometheus text. None of them needs the API key.
+
+Encoding (openpi's ``msgpack_numpy``)
+    Plain msgpack (``use_bin_type``: ``bytes`` travel as bin, ``str`` as str; tuples
+    arrive as lists). A numpy array travels as the map
+    ``{b"__ndarray__": True, b"data": <C-order bytes>, b"dtype": <dtype.str>, b"shape": [..]}``
+    and a numpy scalar as ``{b"__npgeneric__": True, b"data": <item>, b"dtype": <dtype.str>}``,
+    keys being bin, in exactly that order. ``np.float64``, ``np.str_`` and ``np.bytes_``
+    subclass Python types, so msgpack sends them as plain values. Supported kinds:
+    bool, signed and unsigned integers, floats, bytes (``S``) and unicode (``U``)
+    strings; arrays also datetime64 and timedelta64. Object, void (structured, bfloat16) and complex
+    dtypes are refused on both sides, so decoding never runs code (no pickle).
+    Decoded arrays are writable copies (openpi's are read-only views of the received
+    bytes, which torch's ``from_numpy`` warns about; a copy costs ~0.05 ms per 450 kB).
+    Decoding refuses extension types (the standard msgpack timestamp decodes to
+    :class:`msgpack.Timestamp`), array maps whose byte count does not match their
+    dtype and shape, and anything else malformed.
+"""
+
+import hmac
+import math
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from openpi_core.errors import InputError
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+API_KEY_HEADER = "Authorization"
+API_KEY_SCHEME = "Api-Key"
+API_KEY_ENV = "OPENPI_API_KEY"
+"""Environment variable the server and the client read their API key from when none is given."""
+
+_ARRAY_KINDS = frozenset("biufSUMm")
+_SCALAR_KINDS = frozenset("biufSU")
+_ARRAY_KEYS = frozenset((b"__ndarray__", b"data", b"dtype", b"shape"))
+_SCALAR_KEYS = frozenset((b"__npgeneric__", b"data", b"dtype"))
+# A close frame's reason must fit in 123 bytes of UTF-8 (RFC 6455, 5.5).
+_MAX_REASON_BYTES = 123
+
+
+class WireError(InputError):
+    """A message that the wire protocol cannot carry: malformed msgpack, an unsupported dtype, …"""
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack bytes of ``obj`` (dicts, lists, str, bytes, numbers, numpy arrays and scalars).
+
+    Raises:
+        WireError: an unsupported numpy dtype, or a value msgpack cannot carry.
+    """
+    try:
+        return msgpack.packb(obj, default=_encode_numpy)
+    except WireError:
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        raise WireError(f"cannot pack message: {error}") from error
+
+
+def unpack(data: bytes) -> Any:
+    """The object packed in ``data``, with numpy arrays and scalars restored.
+
+    Raises:
+        WireError: ``data`` is not one well-formed msgpack object of the kinds above.
+    """
+    try:
+        return msgpack.unpackb(data, object_hook=_decode_numpy, ext_hook=_refuse_extension)
+    except WireError:
+        raise
+    except Exception as error:  # msgpack raises many unrelated types on garbage input
+        raise WireError(f"malformed msgpack message: {type(error).__name__}: {error}") from error
+
+
+def error_text(error: BaseException) -> str:
+    """The one-line ``"<ErrorType>: <message>"`` text the server sends for a refused request."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame's reason (at most 123 bytes of UTF-8)."""
+    encoded = text.encode()
+    if len(encoded) <= _MAX_REASON_BYTES:
+        return text
+    return encoded[: _MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
+
+
+def api_key_header(api_key: str) -> dict[str, str]:
+    """The handshake header that carries ``api_key``, as openpi's client sends it."""
+    return {API_KEY_HEADER: f"{API_KEY_SCHEME} {api_key}"}
+
+
+def api_key_matches(header_value: str | None, api_key: str) -> bool:
+    """Whether an ``Authorization`` header value carries ``api_key`` (constant-time comparison)."""
+    scheme, _, given = (header_value or "").partition(" ")
+    return scheme == API_KEY_SCHEME and hmac.compare_digest(given.strip().encode(), api_key.encode())
+
+
+def _encode_numpy(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in _ARRAY_KINDS:
+            raise WireError(
+                f"cannot send arrays of dtype {obj.dtype}; supported kinds are {''.join(sorted(_ARRAY_KINDS))}"
+            )
+        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
+    if isinstance(obj, np.generic):
+        if obj.dtype.kind not in _SCALAR_KINDS:
+            raise WireError(
+                f"cannot send numpy scalars of dtype {obj.dtype}; supported kinds are {''.join(sorted(_SCALAR_KINDS))}"
+            )
+        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
+    raise WireError(f"cannot send objects of type {type(obj).__name__}")
+
+
+def _decode_numpy(obj: dict) -> Any:
+    if b"__ndarray__" in obj:
+        return _decode_array(obj)
+    if b"__npgeneric__" in obj:
+        return _decode_scalar(obj)
+    return obj
+
+
+def _decode_array(obj: dict) -> np.ndarray:
+    if obj.keys() != _ARRAY_KEYS:
+        raise WireError(f"array map should have keys {sorted(_ARRAY_KEYS)}, got {sorted(map(repr, obj))}")
+    dtype = _decode_dtype(obj[b"dtype"], _ARRAY_KINDS)
+    data, shape = obj[b"data"], obj[b"shape"]
+    if not isinstance(data, bytes):
+        raise WireError(f"array data should be bin, got {type(data).__name__}")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise WireError(f"array shape should be a list of non-negative integers, got {shape!r}")
+    expected = dtype.itemsize * math.prod(shape)
+    if len(data) != expected:
+        raise WireError(f"array of dtype {dtype} and shape {shape} should have {expected} bytes, got {len(data)}")
+    return np.ndarray(buffer=data, dtype=dtype, shape=shape).copy()
+
+
+def _decode_scalar(obj: dict) -> np.generic:
+    if obj.keys() != _SCALAR_KEYS:
+        raise WireError(f"scalar map should have keys {sorted(_SCALAR_KEYS)}, got {sorted(map(repr, obj))}")
+    dtype = _decode_dtype(obj[b"dtype"], _SCALAR_KINDS)
+    data = obj[b"data"]
+    if not isinstance(data, bool | int | float | str | bytes):
+        raise WireError(f"scalar data should be a number or a string, got {type(data).__name__}")
+    return dtype.type(data)
+
+
+def _decode_dtype(name: Any, kinds: frozenset[str]) -> np.dtype:
+    if not isinstance(name, str):
+        raise WireError(f"dtype should be a string, got {type(name).__name__}")
+    try:
+        dtype = np.dtype(name)
+    except TypeError as error:
+        raise WireError(f"unknown dtype {name!r}") from error
+    if dtype.kind not in kinds or dtype.hasobject:
+        raise WireError(f"refusing dtype {name!r}: supported kinds are {''.join(sorted(kinds))}")
+    return dtype
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise WireError(f"msgpack extension type {code} is not part of the protocol")
