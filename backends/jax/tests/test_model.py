@@ -138,7 +138,7 @@ def test_plugin_registers_without_importing_jax():
     code = (
         "import sys; from openpi_core.plugins import PluginManager; import openpi_backend_jax.plugin as p; "
         "pm = PluginManager(entry_points=False, plugins=[('jax', p)]); pm.load(); "
-        "b = pm.registry('backend').get('jax'); assert b.families == ('pi0', 'pi05'), b.families; "
+        "b = pm.registry('backend').get('jax'); assert b.families == ('pi0', 'pi05', 'pi0_fast'), b.families; "
         "assert not any(m.split('.')[0] in ('jax', 'equinox') for m in sys.modules), 'jax imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -63,7 +63,9 @@ def random_observation(config: Pi0Config, batch_size: int, cameras: int, seed: i
         image_masks={k: np.ones(batch_size, bool) for k in keys},
         state=rng.standard_normal((batch_size, config.action_dim)).astype(np.float32),
         tokenized_prompt=rng.integers(1, config.vocab_size, (batch_size, prompt_length)).astype(np.int32),
-        tokenized_prompt_mask=np.arange(prompt_length)[None, :] < prompt_length // 2,
+        tokenized_prompt_mask=np.broadcast_to(
+            np.arange(prompt_length) < prompt_length // 2, (batch_size, prompt_length)
+        ),
     )
 
 

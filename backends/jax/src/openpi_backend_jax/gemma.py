@@ -19,6 +19,8 @@ from jax import lax
 
 from openpi_backend_jax.layers import Array, Linear, einsum, normal_init
 from openpi_core.models.config import GemmaConfig
+from openpi_core.training.config import LoRAConfig
+from openpi_core.training.lora import lora_shapes
 
 RMS_NORM_EPS = 1e-6
 ROPE_MAX_WAVELENGTH = 10_000.0
@@ -79,6 +81,47 @@ def _norm(width: int, adaptive: bool, key: Array) -> RMSNorm | AdaptiveRMSNorm:
     return AdaptiveRMSNorm(width, key=key) if adaptive else RMSNorm(width)
 
 
+class LoRA(eqx.Module):
+    """A low-rank adapter of one weight ``[..., I, O]``: the weight in use is
+    ``W + scale * (lora_a @ lora_b)`` (see :mod:`openpi_core.training.lora`).
+
+    Attributes:
+        lora_a: ``[..., I, r]``.
+        lora_b: ``[..., r, O]``.
+        scale: ``alpha / rank``.
+    """
+
+    lora_a: Array
+    lora_b: Array
+    scale: float = eqx.field(static=True)
+
+    def __init__(self, shape: tuple[int, ...], config: LoRAConfig, *, key: Array):
+        shape_a, shape_b = lora_shapes(shape, config.rank)
+        ka, kb = jax.random.split(key)
+        self.lora_a = 0.01 * jax.random.normal(ka, shape_a)
+        self.lora_b = 0.01 * jax.random.normal(kb, shape_b)
+        self.scale = config.scale
+
+    def merge(self, weight: Array) -> Array:
+        """``weight + scale * (lora_a @ lora_b)``, in float32."""
+        return merge_lora(weight, self.lora_a, self.lora_b, self.scale)
+
+
+def merge_lora(weight: Array, lora_a: Array, lora_b: Array, scale: float) -> Array:
+    """The adapted weight ``weight + scale * (lora_a @ lora_b)`` (rank axis contracted), float32."""
+    delta = einsum("...ir,...ro->...io", jnp.asarray(lora_a, jnp.float32), jnp.asarray(lora_b, jnp.float32))
+    return jnp.asarray(weight, jnp.float32) + scale * delta
+
+
+def _adapter(shape: tuple[int, ...], config: LoRAConfig | None, key: Array) -> LoRA | None:
+    return None if config is None else LoRA(shape, config, key=key)
+
+
+def _weight(weight: Array, lora: LoRA | None, dtype: jnp.dtype) -> Array:
+    """The weight a matmul uses, in ``dtype``: adapted when ``lora`` is set."""
+    return (weight if lora is None else lora.merge(weight)).astype(dtype)
+
+
 class Attention(eqx.Module):
     """One expert's attention projections (the attention itself is :func:`attend`).
 
@@ -86,28 +129,36 @@ class Attention(eqx.Module):
         q_proj: ``[N, W, h]``.
         kv_proj: ``[2, K, W, h]`` (keys, then values).
         o_proj: ``[N, h, W]``.
+        q_proj_lora, kv_proj_lora, o_proj_lora: their adapters, or None.
     """
 
     q_proj: Array
     kv_proj: Array
     o_proj: Array
+    q_proj_lora: LoRA | None
+    kv_proj_lora: LoRA | None
+    o_proj_lora: LoRA | None
 
-    def __init__(self, config: GemmaConfig, *, key: Array):
+    def __init__(self, config: GemmaConfig, *, lora: LoRAConfig | None = None, key: Array):
         kq, kkv, ko = jax.random.split(key, 3)
         n, kh, w, h = config.num_heads, config.num_kv_heads, config.width, config.head_dim
         self.q_proj = normal_init(kq, (n, w, h), w)
         self.kv_proj = normal_init(kkv, (2, kh, w, h), w)
         self.o_proj = normal_init(ko, (n, h, w), n * h)
+        kq, kkv, ko = jax.random.split(jax.random.fold_in(key, 1), 3)
+        self.q_proj_lora = _adapter(self.q_proj.shape, lora, kq)
+        self.kv_proj_lora = _adapter(self.kv_proj.shape, lora, kkv)
+        self.o_proj_lora = _adapter(self.o_proj.shape, lora, ko)
 
     def qkv(self, x: Array) -> tuple[Array, Array, Array]:
         """``[T, W]`` -> q ``[T, N, h]``, k ``[T, K, h]``, v ``[T, K, h]``."""
-        q = einsum("tw,nwh->tnh", x, self.q_proj.astype(x.dtype))
-        k, v = einsum("tw,ckwh->ctkh", x, self.kv_proj.astype(x.dtype))
+        q = einsum("tw,nwh->tnh", x, _weight(self.q_proj, self.q_proj_lora, x.dtype))
+        k, v = einsum("tw,ckwh->ctkh", x, _weight(self.kv_proj, self.kv_proj_lora, x.dtype))
         return q, k, v
 
     def out(self, encoded: Array) -> Array:
         """``[T, N, h]`` -> ``[T, W]``."""
-        return einsum("tnh,nhw->tw", encoded, self.o_proj.astype(encoded.dtype))
+        return einsum("tnh,nhw->tw", encoded, _weight(self.o_proj, self.o_proj_lora, encoded.dtype))
 
 
 class FeedForward(eqx.Module):
@@ -116,19 +167,26 @@ class FeedForward(eqx.Module):
     Attributes:
         gate_up: ``[2, W, M]`` (gate, then up).
         down: ``[M, W]``.
+        gate_up_lora, down_lora: their adapters, or None.
     """
 
     gate_up: Array
     down: Array
+    gate_up_lora: LoRA | None
+    down_lora: LoRA | None
 
-    def __init__(self, config: GemmaConfig, *, key: Array):
+    def __init__(self, config: GemmaConfig, *, lora: LoRAConfig | None = None, key: Array):
         kg, kd = jax.random.split(key)
         self.gate_up = normal_init(kg, (2, config.width, config.mlp_dim), config.width)
         self.down = normal_init(kd, (config.mlp_dim, config.width), config.mlp_dim)
+        kg, kd = jax.random.split(jax.random.fold_in(key, 1))
+        self.gate_up_lora = _adapter(self.gate_up.shape, lora, kg)
+        self.down_lora = _adapter(self.down.shape, lora, kd)
 
     def __call__(self, x: Array) -> Array:
-        gate, up = einsum("tw,cwm->ctm", x, self.gate_up.astype(x.dtype))
-        return einsum("tm,mw->tw", jax.nn.gelu(gate, approximate=True) * up, self.down.astype(x.dtype))
+        gate, up = einsum("tw,cwm->ctm", x, _weight(self.gate_up, self.gate_up_lora, x.dtype))
+        hidden = jax.nn.gelu(gate, approximate=True) * up
+        return einsum("tm,mw->tw", hidden, _weight(self.down, self.down_lora, x.dtype))
 
 
 class Layer(eqx.Module):
@@ -139,17 +197,17 @@ class Layer(eqx.Module):
     mlp_norm: RMSNorm | AdaptiveRMSNorm
     mlp: FeedForward
 
-    def __init__(self, config: GemmaConfig, adaptive_norms: bool, *, key: Array):
+    def __init__(self, config: GemmaConfig, adaptive_norms: bool, *, lora: LoRAConfig | None = None, key: Array):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.attn_norm = _norm(config.width, adaptive_norms, k1)
-        self.attn = Attention(config, key=k2)
+        self.attn = Attention(config, lora=lora, key=k2)
         self.mlp_norm = _norm(config.width, adaptive_norms, k3)
-        self.mlp = FeedForward(config, key=k4)
+        self.mlp = FeedForward(config, lora=lora, key=k4)
 
 
 class Gemma(eqx.Module):
     """One expert: its layer stack (leading depth axis), final norm and, for the LLM,
-    the token embedding.
+    the token embedding. ``lora`` adds adapters to every layer's attention and MLP.
 
     Attributes:
         embedding: ``[V, W]`` or None (the action expert reads no tokens).
@@ -161,11 +219,19 @@ class Gemma(eqx.Module):
     layers: Layer
     final_norm: RMSNorm | AdaptiveRMSNorm
 
-    def __init__(self, config: GemmaConfig, *, vocab_size: int | None = None, adaptive_norms: bool = False, key: Array):
+    def __init__(
+        self,
+        config: GemmaConfig,
+        *,
+        vocab_size: int | None = None,
+        adaptive_norms: bool = False,
+        lora: LoRAConfig | None = None,
+        key: Array,
+    ):
         ke, kl, kn = jax.random.split(key, 3)
         self.embedding = None if vocab_size is None else jax.random.normal(ke, (vocab_size, config.width))
         keys = jax.random.split(kl, config.depth)
-        self.layers = eqx.filter_vmap(lambda k: Layer(config, adaptive_norms, key=k))(keys)
+        self.layers = eqx.filter_vmap(lambda k: Layer(config, adaptive_norms, lora=lora, key=k))(keys)
         self.final_norm = _norm(config.width, adaptive_norms, kn)
 
     def embed(self, tokens: Array) -> Array:

@@ -31,6 +31,7 @@ from openpi_core.models.api import AbstractPi0Model, check_params, draw_noise, d
 from openpi_core.models.config import Pi0Config
 from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
 from openpi_core.observation import Observation
+from openpi_core.training.config import LoRAConfig
 
 TIME_MIN_PERIOD = 4e-3
 TIME_MAX_PERIOD = 4.0
@@ -101,12 +102,15 @@ class Pi0(eqx.Module):
     action_horizon: int = eqx.field(static=True)
     dtype: str = eqx.field(static=True)
 
-    def __init__(self, config: Pi0Config, *, key: Array):
+    def __init__(self, config: Pi0Config, *, key: Array, lora: Mapping[str, LoRAConfig] | None = None):
+        """``lora`` maps an expert (``llm``, ``expert``) to the adapters it gets
+        (:func:`openpi_core.training.lora.adapters`); none by default."""
         keys = iter(jax.random.split(key, 9))
+        lora = lora or {}
         we, a = config.action_expert.width, config.action_dim
         self.vision = Siglip(config.vision, config.llm.width, key=next(keys))
-        self.llm = Gemma(config.llm, vocab_size=config.vocab_size, key=next(keys))
-        self.expert = Gemma(config.action_expert, adaptive_norms=config.pi05, key=next(keys))
+        self.llm = Gemma(config.llm, vocab_size=config.vocab_size, lora=lora.get("llm"), key=next(keys))
+        self.expert = Gemma(config.action_expert, adaptive_norms=config.pi05, lora=lora.get("expert"), key=next(keys))
         self.action_in_proj = Linear(a, we, key=next(keys))
         self.action_out_proj = Linear(we, a, key=next(keys))
         pi0_only = not config.pi05
