@@ -78,6 +78,10 @@ class TrainConfig:
     num_workers: int = 2
     fsdp_devices: int = 1
     gradient_checkpointing: bool = False
+    augment: bool = True
+    """openpi's training-time image augmentation (:mod:`openpi_core.data.augment`): random
+    crop, resize and small rotation for every camera but the wrist ones, colour jitter
+    for all. Seeded per step, so a resumed run sees the same images."""
     precision: str = "bfloat16"
     """Compute dtype of the training step: ``bfloat16`` (mixed precision with float32
     master weights) or ``float32``."""

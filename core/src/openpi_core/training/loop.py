@@ -38,6 +38,7 @@ import attrs
 import numpy as np
 
 from openpi_core.checkpoints import load_checkpoint
+from openpi_core.data.augment import augment_batch
 from openpi_core.errors import InputError, OpenpiError
 from openpi_core.models.api import draw_noise, draw_time
 from openpi_core.models.config import Pi0Config
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 TIMING_KEYS = ("steps_per_sec",)
 """Metrics that depend on the machine rather than the run; everything else is reproducible."""
+AUGMENT_STREAM = 2
+"""Generator stream of a step's image augmentation, apart from its noise and time draws."""
 INIT_STD = 0.02
 """Standard deviation of the fresh initialization (:func:`init_params`)."""
 
@@ -243,9 +246,11 @@ def train(
     with sinks, _progress_bar(progress, total, start_step) as bar:
         for step in range(start_step, total):
             batch = next(batches)
+            seed = step_seed(train_config.seed, step)
+            if train_config.augment:
+                batch = augment_batch(batch, np.random.default_rng([seed, AUGMENT_STREAM]))
             observation = Observation.from_dict(batch)
             actions = np.asarray(batch["actions"], dtype=np.float32)
-            seed = step_seed(train_config.seed, step)
             noise = draw_noise(seed, actions.shape)
             times = draw_time(seed, actions.shape[0])
             lr = learning_rate(train_config.lr_schedule, step)
