@@ -42,12 +42,12 @@ def run_pi(*args: str, plugins: str, pythonpath: Path | None = None) -> subproce
 
 
 @pytest.mark.slow
-def test_backends_agree_in_float32_and_bfloat16_for_pi0_and_pi05(tmp_path):
+def test_backends_agree_for_every_family_in_float32_and_bfloat16(tmp_path):
     junit = tmp_path / "conformance.xml"
     result = run_pi(
         "conformance",
         "--family",
-        "pi0,pi05",
+        "pi0,pi05,pi0_fast",
         "--dtype",
         "float32,bfloat16",
         "--junit-xml",
@@ -59,6 +59,9 @@ def test_backends_agree_in_float32_and_bfloat16_for_pi0_and_pi05(tmp_path):
     for family in ("pi0", "pi05"):
         assert f"{family}/float32/jax-vs-torch/gradients" in table
         assert f"{family}/bfloat16/jax-vs-torch/actions" in table
+        assert f"{family}/float32/jax-vs-torch/train_step/param_updates" in table
+    for output in ("prefix_logits", "loss", "greedy_tokens", "gradients"):
+        assert f"pi0_fast/float32/jax-vs-torch/{output}" in table
     assert "FAIL" not in table
     assert 'failures="0"' in junit.read_text() and "test_embodiment_contracts" in junit.read_text()
 
@@ -73,6 +76,8 @@ def test_reference_parity_from_every_weight_form(reference_root):
         str(reference_root / "pi0"),
         "--reference",
         str(reference_root / "pi05"),
+        "--reference",
+        str(reference_root / "pi0_fast"),
         "--family",
         "none",
         plugins="conformance,jax,torch",
@@ -84,6 +89,9 @@ def test_reference_parity_from_every_weight_form(reference_root):
                 assert f"{family}/{backend}/{form}/actions_10_steps" in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith(("pi0/", "pi05/"))]
     assert len(rows) == 2 * 2 * 3 * 6 and all(row.endswith("pass") for row in rows)
+    fast_rows = [line for line in result.stdout.splitlines() if line.startswith("pi0_fast/")]
+    assert len(fast_rows) == 2 * 5 and all(row.endswith("pass") for row in fast_rows)
+    assert "pi0_fast/jax/openpi-jax-safetensors/greedy_tokens" in result.stdout
 
 
 @pytest.mark.slow
