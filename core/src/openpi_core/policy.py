@@ -38,7 +38,6 @@ from openpi_core.errors import InputError, NormStatsError, OpenpiError, UnknownN
 from openpi_core.observation import Observation
 from openpi_core.plugins import get_backend, get_config, get_embodiment, get_model_spec, names
 from openpi_core.specs import AbstractEmbodiment, NamedConfig
-from openpi_core.tokenizers import PaligemmaTokenizer
 from openpi_core.transforms import (
     AbsoluteActions,
     DataTransform,
@@ -50,6 +49,7 @@ from openpi_core.transforms import (
     compose,
     load_norm_stats,
 )
+from openpi_core.transforms.model import with_tokenizer
 from openpi_core.transforms.normalize import FILE_NAME as NORM_STATS_FILE
 
 logger = logging.getLogger(__name__)
@@ -303,8 +303,8 @@ def create_policy(
     use_quantiles = family != "pi0"
     model_transforms = get_model_spec(family).model_transforms(model_config)
     tokenizer_path = tokenizer or _shipped_tokenizer(checkpoint_dir)
-    model_inputs = [_with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.inputs]
-    model_outputs = [_with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.outputs]
+    model_inputs = [with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.inputs]
+    model_outputs = [with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.outputs]
 
     robot_transforms = robot.transforms(family)
     delta_in: list[DataTransform] = []
@@ -384,21 +384,3 @@ def _shipped_tokenizer(checkpoint_dir: Path | None) -> Path | None:
     if checkpoint_dir is None or not (checkpoint_dir / TOKENIZER_ASSET).is_file():
         return None
     return checkpoint_dir / TOKENIZER_ASSET
-
-
-def _with_tokenizer(transform: DataTransform, model_path: str | Path | None, vocab_size: int) -> DataTransform:
-    """``transform`` with its PaliGemma tokenizer reading ``model_path`` (when given),
-    checked to fit in the model's vocabulary."""
-    tokenizer = getattr(transform, "tokenizer", None)
-    if not isinstance(tokenizer, PaligemmaTokenizer):
-        return transform
-    if model_path is not None:
-        tokenizer = PaligemmaTokenizer(tokenizer.max_len, model_path)
-        transform = attrs.evolve(transform, tokenizer=tokenizer)
-    pieces = tokenizer.processor.get_piece_size()
-    if pieces > vocab_size:
-        raise InputError(
-            f"the prompt tokenizer {tokenizer.model_path} has {pieces} pieces; the model's vocabulary holds "
-            f"vocab_size={vocab_size}, so it should have at most that many"
-        )
-    return transform

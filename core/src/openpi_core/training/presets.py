@@ -28,7 +28,6 @@ from openpi_core.errors import InputError
 from openpi_core.models.config import Pi0Config
 from openpi_core.plugins import get_model_spec
 from openpi_core.specs import AbstractEmbodiment, NamedConfig
-from openpi_core.tokenizers import PaligemmaTokenizer
 from openpi_core.transforms import (
     DataTransform,
     DeltaActions,
@@ -38,6 +37,7 @@ from openpi_core.transforms import (
     PromptFromLeRobotTask,
     RepackTransform,
 )
+from openpi_core.transforms.model import with_tokenizer
 
 
 def uses_quantiles(family: str) -> bool:
@@ -125,25 +125,3 @@ def training_transforms(recipe: DataRecipe, norm_stats: Mapping[str, NormStats])
         InjectDefaultPrompt(recipe.preset.default_prompt if recipe.preset else None),
         *(with_tokenizer(transform, recipe.tokenizer, recipe.model_config.vocab_size) for transform in model_inputs),
     ]
-
-
-def with_tokenizer(transform: DataTransform, model_path: str | Path | None, vocab_size: int) -> DataTransform:
-    """``transform`` with its PaliGemma tokenizer reading ``model_path`` (when given and
-    the transform has one), checked to fit in the model's vocabulary.
-
-    Raises:
-        InputError: the tokenizer has more pieces than ``vocab_size``.
-    """
-    tokenizer = getattr(transform, "tokenizer", None)
-    if not isinstance(tokenizer, PaligemmaTokenizer):
-        return transform
-    if model_path is not None:
-        tokenizer = PaligemmaTokenizer(tokenizer.max_len, model_path)
-        transform = attrs.evolve(transform, tokenizer=tokenizer)
-    pieces = tokenizer.processor.get_piece_size()
-    if pieces > vocab_size:
-        raise InputError(
-            f"the prompt tokenizer {tokenizer.model_path} has {pieces} pieces; the model's vocabulary holds "
-            f"vocab_size={vocab_size}, so it should have at most that many"
-        )
-    return transform

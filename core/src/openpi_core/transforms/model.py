@@ -1,5 +1,6 @@
 """Transforms between a robot-neutral data dict and a π0/π0.5 model input."""
 
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -7,6 +8,7 @@ import numpy as np
 
 from openpi_core.errors import InputError
 from openpi_core.tokenizers import PaligemmaTokenizer
+from openpi_core.transforms.base import DataTransform
 
 
 @attrs.frozen
@@ -29,3 +31,25 @@ class TokenizePrompt:
         state = np.asarray(data["state"]) if self.discrete_state_input else None
         data["tokenized_prompt"], data["tokenized_prompt_mask"] = self.tokenizer.tokenize(str(prompt), state)
         return data
+
+
+def with_tokenizer(transform: DataTransform, model_path: str | Path | None, vocab_size: int) -> DataTransform:
+    """``transform`` with its PaliGemma tokenizer reading ``model_path`` (when given and
+    the transform has one), checked to fit in the model's vocabulary.
+
+    Raises:
+        InputError: the tokenizer has more pieces than ``vocab_size``.
+    """
+    tokenizer = getattr(transform, "tokenizer", None)
+    if not isinstance(tokenizer, PaligemmaTokenizer):
+        return transform
+    if model_path is not None:
+        tokenizer = PaligemmaTokenizer(tokenizer.max_len, model_path)
+        transform = attrs.evolve(transform, tokenizer=tokenizer)
+    pieces = tokenizer.processor.get_piece_size()
+    if pieces > vocab_size:
+        raise InputError(
+            f"the prompt tokenizer {tokenizer.model_path} has {pieces} pieces; the model's vocabulary holds "
+            f"vocab_size={vocab_size}, so it should have at most that many"
+        )
+    return transform
