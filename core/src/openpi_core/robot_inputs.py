@@ -6,6 +6,7 @@ Each takes the robot's name so its error message says which robot complained.
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import numpy as np
 
 from openpi_core.errors import InputError
@@ -40,3 +41,31 @@ def prompt_text(robot: str, data: Mapping[str, Any]) -> str | None:
     if prompt is not None and not isinstance(prompt, str):
         raise InputError(f"{robot} observation['prompt'] should be a string, got {type(prompt).__name__}")
     return prompt
+
+
+def copy_training_fields(robot: str, data: Mapping[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Add the observation's ``actions`` (float32, training only) and ``prompt`` to the
+    model-ready ``result``, when present; returns ``result``."""
+    if "actions" in data:
+        result["actions"] = np.asarray(data["actions"], dtype=np.float32)
+    prompt = prompt_text(robot, data)
+    if prompt is not None:
+        result["prompt"] = prompt
+    return result
+
+
+@attrs.frozen
+class CropActions:
+    """Model actions ``[H, A >= action_dim]`` -> the robot's ``[H, action_dim]`` float32
+    (its leading dimensions)."""
+
+    robot: str
+    action_dim: int
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        actions = np.asarray(data["actions"])
+        if actions.ndim < 1 or actions.shape[-1] < self.action_dim:
+            raise InputError(
+                f"{self.robot} output transform needs actions [H, >={self.action_dim}], got shape {list(actions.shape)}"
+            )
+        return {"actions": actions[..., : self.action_dim].astype(np.float32)}

@@ -30,8 +30,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from openpi_core.errors import InputError
-from openpi_core.robot_inputs import camera_image, check_model_family, prompt_text
+from openpi_core.robot_inputs import CropActions, camera_image, check_model_family, copy_training_fields
 from openpi_core.schema import ArraySpec, validate
 from openpi_core.specs import AbstractEmbodiment
 from openpi_core.transforms import Group
@@ -101,25 +100,7 @@ class DroidInputs:
 
         state = np.concatenate([np.asarray(data[JOINT_POSITION]), np.asarray(data[GRIPPER_POSITION])])
         result: dict[str, Any] = {"image": images, "image_mask": masks, "state": state.astype(np.float32)}
-        if "actions" in data:
-            result["actions"] = np.asarray(data["actions"], dtype=np.float32)
-        prompt = prompt_text("droid", data)
-        if prompt is not None:
-            result["prompt"] = prompt
-        return result
-
-
-@attrs.frozen
-class DroidOutputs:
-    """Model actions ``[H, A >= 8]`` -> DROID actions ``[H, 8]`` float32 (the first 8 dimensions)."""
-
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        actions = np.asarray(data["actions"])
-        if actions.ndim < 1 or actions.shape[-1] < ACTION_DIM:
-            raise InputError(
-                f"droid output transform needs actions [H, >={ACTION_DIM}], got shape {list(actions.shape)}"
-            )
-        return {"actions": actions[..., :ACTION_DIM].astype(np.float32)}
+        return copy_training_fields("droid", data, result)
 
 
 @attrs.frozen
@@ -144,7 +125,7 @@ class DroidEmbodiment(AbstractEmbodiment):
     def transforms(self, model_family: str) -> Group:
         return Group(
             inputs=[InjectDefaultPrompt(self.default_prompt), DroidInputs(model_family=model_family)],
-            outputs=[DroidOutputs()],
+            outputs=[CropActions("droid", ACTION_DIM)],
         )
 
     def repack_transforms(self) -> Group:

@@ -26,8 +26,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from openpi_core.errors import InputError
-from openpi_core.robot_inputs import camera_image, check_model_family, prompt_text
+from openpi_core.robot_inputs import CropActions, camera_image, check_model_family, copy_training_fields
 from openpi_core.schema import ArraySpec, validate
 from openpi_core.specs import AbstractEmbodiment
 from openpi_core.transforms import Group
@@ -92,23 +91,7 @@ class UR5Inputs:
             },
             "state": state.astype(np.float32),
         }
-        if "actions" in data:
-            result["actions"] = np.asarray(data["actions"], dtype=np.float32)
-        prompt = prompt_text("ur5", data)
-        if prompt is not None:
-            result["prompt"] = prompt
-        return result
-
-
-@attrs.frozen
-class UR5Outputs:
-    """Model actions ``[H, A >= 7]`` -> UR5 actions ``[H, 7]`` float32 (the first 7 dimensions)."""
-
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        actions = np.asarray(data["actions"])
-        if actions.ndim < 1 or actions.shape[-1] < ACTION_DIM:
-            raise InputError(f"ur5 output transform needs actions [H, >={ACTION_DIM}], got shape {list(actions.shape)}")
-        return {"actions": actions[..., :ACTION_DIM].astype(np.float32)}
+        return copy_training_fields("ur5", data, result)
 
 
 @attrs.frozen
@@ -132,7 +115,7 @@ class UR5Embodiment(AbstractEmbodiment):
     def transforms(self, model_family: str) -> Group:
         return Group(
             inputs=[InjectDefaultPrompt(self.default_prompt), UR5Inputs(model_family=model_family)],
-            outputs=[UR5Outputs()],
+            outputs=[CropActions("ur5", ACTION_DIM)],
         )
 
     def repack_transforms(self) -> Group:
