@@ -42,7 +42,7 @@ from jax import lax
 from openpi_backend_jax import weights
 from openpi_backend_jax.gemma import Gemma, KVCache, transformer
 from openpi_backend_jax.layers import Array, einsum
-from openpi_backend_jax.pi0 import attention_mask, positions
+from openpi_backend_jax.pi0 import attention_mask, check_cameras, positions
 from openpi_backend_jax.siglip import Siglip
 from openpi_core.errors import InputError
 from openpi_core.models.api import AbstractPi0FASTModel, check_params
@@ -336,20 +336,8 @@ class Pi0FASTModel(AbstractPi0FASTModel):
                 prompt is missing, or (``training``) ``token_ar_mask`` /
                 ``token_loss_mask`` are.
         """
-        config, batch = self.config, observation.batch_size
-        missing = [key for key in config.image_keys if key not in observation.images]
-        if missing:
-            raise InputError(
-                f"Observation.images should hold cameras {list(config.image_keys)}; "
-                f"missing {missing}, got {sorted(observation.images)}"
-            )
-        expected = (batch, *config.vision.image_size, 3)
-        for key in config.image_keys:
-            if observation.images[key].shape != expected:
-                raise InputError(
-                    f"Observation.images[{key!r}] should have shape {list(expected)} (resize before the model), "
-                    f"got {list(observation.images[key].shape)}"
-                )
+        config = self.config
+        check_cameras(config, observation)
         if observation.tokenized_prompt is None:
             raise InputError("π0-FAST needs Observation.tokenized_prompt (built by the FAST tokenizer), got None")
         if training:
