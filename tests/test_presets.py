@@ -15,7 +15,7 @@ PRESETS = sorted(MANAGER.registry("config").names())
 
 
 def test_openpi_inference_presets_are_present():
-    assert {"pi0_aloha_sim", "pi05_droid", "pi0_droid", "pi05_libero"} <= set(PRESETS)
+    assert {"pi0_aloha_sim", "pi05_droid", "pi0_droid", "pi0_fast_droid", "pi05_libero"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -1,8 +1,6 @@
 """openpi's π0-FAST token sequence, on a small SentencePiece model trained here.
 
-The model mimics PaliGemma where it matters: pad 0, eos 1, bos 2, no dummy prefix,
-and user-defined ``<locNNNN>`` pieces that the FAST tokens map onto (``fast_skip_tokens``
-is chosen so FAST token ``t`` lands on ``<loc{N-1-t}>``, as on PaliGemma's real tail).
+The model mimics PaliGemma where it matters (:mod:`openpi_core.fast.testing`).
 """
 
 import logging
@@ -14,6 +12,7 @@ import sentencepiece
 from openpi_core.builtin_models import pi0_fast_model_transforms
 from openpi_core.errors import InputError
 from openpi_core.fast import FASTActionTokenizer, FASTPromptTokenizer
+from openpi_core.fast.testing import fast_skip_tokens, train_fast_test_tokenizer
 from openpi_core.models.config import Pi0FASTConfig
 from openpi_core.plugins import get_model_spec
 from openpi_core.tokenizers import PaligemmaTokenizer
@@ -34,23 +33,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("spm")
-    (directory / "corpus.txt").write_text("\n".join(CORPUS))
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(directory / "corpus.txt"),
-        model_prefix=str(directory / "tiny"),
-        vocab_size=4 + 1 + LOCS + 60,
-        user_defined_symbols=["\n", *(f"<loc{i:04d}>" for i in range(LOCS))],
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        hard_vocab_limit=False,
-        minloglevel=2,
-    )
-    return directory / "tiny.model"
+    return train_fast_test_tokenizer(tmp_path_factory.mktemp("spm"), CORPUS, locs=LOCS)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +52,8 @@ def action_tokenizer() -> FASTActionTokenizer:
 
 
 @pytest.fixture(scope="module")
-def skip(processor) -> int:
-    return processor.vocab_size() - 1 - processor.piece_to_id(f"<loc{LOCS - 1:04d}>")
+def skip(model_file) -> int:
+    return fast_skip_tokens(model_file, LOCS)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from openpi_backend_jax import pi0_fast
 from openpi_backend_jax.backend import JaxBackend
 from openpi_backend_jax.pi0_fast import Pi0FASTModel, decode_positions, right_align
 from openpi_core.errors import InputError, WeightsError
+from openpi_core.models.config import Pi0FASTConfig
 from openpi_core.models.pi0_weights import pi0_fast_weight_schema, rename_from_openpi_jax
 from openpi_core.reference import ReferenceSet, load_reference
 
@@ -116,7 +117,8 @@ def test_decode_matches_reference(decoded, reference):
 def test_decode_positions(reference):
     io = reference.io
     steps = np.arange(io["outputs/decode_positions"].shape[1])
-    got = decode_positions(jnp.asarray(io["outputs/prefill_len"])[:, None], jnp.asarray(steps))
+    offset = Pi0FASTConfig().decode_position_offset  # openpi's, the default
+    got = decode_positions(jnp.asarray(io["outputs/prefill_len"])[:, None], jnp.asarray(steps), offset)
     np.testing.assert_array_equal(np.asarray(got), io["outputs/decode_positions"])
     # Position prefill_len itself is skipped: the first generated token sits one past it.
     np.testing.assert_array_equal(io["outputs/decode_positions"][:, 0], io["outputs/prefill_len"] + 1)

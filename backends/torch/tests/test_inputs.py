@@ -22,12 +22,24 @@ def test_missing_camera(case):
         case.model.sample_actions(_with_images(observation, images))
 
 
-def test_unknown_camera(case):
+def test_renamed_camera_is_missing(case):
     observation = case.ref.observation()
     images = dict(observation.images)
     images["wrist_0_rgb"] = images.pop("right_wrist_0_rgb")
-    with pytest.raises(InputError, match=r"unexpected \['wrist_0_rgb'\]"):
+    with pytest.raises(
+        InputError, match=r"missing \['right_wrist_0_rgb'\], got \['base_0_rgb', 'left_wrist_0_rgb', 'wrist_0_rgb'\]"
+    ):
         case.model.embed_prefix(_with_images(observation, images))
+
+
+def test_cameras_the_model_does_not_read_are_ignored(case):
+    observation = case.ref.observation()
+    extra = {**observation.images, "cam_low": observation.images["base_0_rgb"][:, :8]}
+    embedded = case.model.embed_prefix(observation)
+    masks = {**observation.image_masks, "cam_low": np.ones(observation.batch_size, bool)}
+    with_extra = case.model.embed_prefix(_with_images(observation, extra, masks))
+    for a, b in zip(embedded, with_extra, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_wrong_image_resolution(case):

@@ -8,10 +8,14 @@ exits 0 after answering the requests in flight.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from openpi_core.wire import API_KEY_ENV
+
+if TYPE_CHECKING:
+    from openpi_core.policy import Policy
 
 DTYPES = ("float32", "bfloat16")
 
@@ -31,12 +35,21 @@ def run() -> None:
 @click.option("--embodiment", metavar="NAME", help="The robot, for a checkpoint without a preset (e.g. aloha).")
 @click.option("--backend", metavar="NAME", help="jax or torch (default: torch when installed, else jax).")
 @click.option("--dtype", type=click.Choice(DTYPES), help="Compute dtype (default: the checkpoint's config).")
-@click.option("--num-steps", type=click.IntRange(min=1), default=10, show_default=True, help="Flow-matching steps.")
+@click.option(
+    "--num-steps",
+    type=click.IntRange(min=1),
+    help="Flow-matching steps (π0/π0.5; default 10) or most decoded tokens (π0-FAST; default the config's).",
+)
 @click.option("--default-prompt", metavar="TEXT", help="Prompt for observations without one; wins over the preset's.")
 @click.option(
     "--norm-stats",
     metavar="PATH_OR_URL",
     help="norm_stats.json or its folder (default: <checkpoint>/assets/<asset id>/, <checkpoint>/, the preset's).",
+)
+@click.option(
+    "--fast-tokenizer",
+    metavar="DIR_OR_URL",
+    help="π0-FAST action tokenizer (default: the checkpoint's assets/fast_tokenizer/, else physical-intelligence/fast).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface; 0.0.0.0 admits the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
@@ -51,9 +64,10 @@ def serve(
     embodiment: str | None,
     backend: str | None,
     dtype: str | None,
-    num_steps: int,
+    num_steps: int | None,
     default_prompt: str | None,
     norm_stats: str | None,
+    fast_tokenizer: str | None,
     host: str,
     port: int,
     max_batch: int,
@@ -71,36 +85,74 @@ def serve(
     pi run serve --checkpoint ./ckpt --embodiment aloha --default-prompt "fold the towel"
     """
     from openpi_core.errors import OpenpiError
-    from openpi_core.policy import create_policy
     from openpi_core.serving.server import PolicyServer, ServerConfig
 
     logging.getLogger("openpi_core").setLevel(logging.INFO)
     try:
-        if demo:
-            sources = {"--config": config_name, "--checkpoint": checkpoint, "--embodiment": embodiment}
-            given = [flag for flag, value in {**sources, "--norm-stats": norm_stats}.items() if value]
-            if given:
-                raise click.UsageError(f"--demo serves the bundled checkpoint; drop {', '.join(given)}")
-            from openpi_cli.demo import demo_policy
-
-            click.echo("serving the demo checkpoint: RANDOM WEIGHTS, its actions are meaningless", err=True)
-            policy = demo_policy(backend, default_prompt=default_prompt, dtype=dtype, num_steps=num_steps)
-        else:
-            if config_name is None and (checkpoint is None or embodiment is None):
-                raise click.UsageError(
-                    "say what to serve: --config NAME [--checkpoint PATH], --checkpoint PATH --embodiment NAME, or --demo"
-                )
-            policy = create_policy(
-                config_name,
-                checkpoint=checkpoint,
-                embodiment=embodiment,
-                backend=backend,
-                dtype=dtype,
-                num_steps=num_steps,
-                default_prompt=default_prompt,
-                norm_stats=norm_stats,
-            )
+        policy = load_policy(
+            config_name=config_name,
+            checkpoint=checkpoint,
+            embodiment=embodiment,
+            backend=backend,
+            dtype=dtype,
+            num_steps=num_steps,
+            default_prompt=default_prompt,
+            norm_stats=norm_stats,
+            fast_tokenizer=fast_tokenizer,
+            demo=demo,
+        )
         server = PolicyServer(policy, ServerConfig(host=host, port=port, api_key=api_key, max_batch=max_batch))
         server.run()
     except OpenpiError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
+
+
+def load_policy(
+    *,
+    config_name: str | None,
+    checkpoint: str | None,
+    embodiment: str | None,
+    backend: str | None,
+    dtype: str | None = None,
+    num_steps: int | None = None,
+    default_prompt: str | None = None,
+    norm_stats: str | None = None,
+    fast_tokenizer: str | None = None,
+    demo: bool = False,
+) -> "Policy":
+    """The in-process policy that ``pi run`` options name: ``--demo``, a preset, or a checkpoint and its robot.
+
+    Commands that run a policy in this process (``pi run serve``, a plugin's
+    ``pi run eval <sim>``) share it, so the options mean the same everywhere.
+
+    Raises:
+        click.UsageError: the options name no policy, or ``--demo`` comes with another source.
+        OpenpiError: :func:`openpi_core.policy.create_policy` could not assemble it.
+    """
+    from openpi_core.policy import create_policy
+
+    if demo:
+        sources = {"--config": config_name, "--checkpoint": checkpoint, "--embodiment": embodiment}
+        extras = {"--norm-stats": norm_stats, "--fast-tokenizer": fast_tokenizer}
+        given = [flag for flag, value in {**sources, **extras}.items() if value]
+        if given:
+            raise click.UsageError(f"--demo serves the bundled checkpoint; drop {', '.join(given)}")
+        from openpi_cli.demo import demo_policy
+
+        click.echo("serving the demo checkpoint: RANDOM WEIGHTS, its actions are meaningless", err=True)
+        return demo_policy(backend, default_prompt=default_prompt, dtype=dtype, num_steps=num_steps or 10)
+    if config_name is None and (checkpoint is None or embodiment is None):
+        raise click.UsageError(
+            "say what to serve: --config NAME [--checkpoint PATH], --checkpoint PATH --embodiment NAME, or --demo"
+        )
+    return create_policy(
+        config_name,
+        checkpoint=checkpoint,
+        embodiment=embodiment,
+        backend=backend,
+        dtype=dtype,
+        num_steps=num_steps,
+        default_prompt=default_prompt,
+        norm_stats=norm_stats,
+        fast_tokenizer=fast_tokenizer,
+    )

@@ -1,4 +1,4 @@
-"""``pi run train``: fine-tune (or train) a π0/π0.5 policy on a LeRobot dataset.
+"""``pi run train``: fine-tune (or train) a π0, π0.5 or π0-FAST policy on a LeRobot dataset.
 
 The command is glue: it assembles the configs, the data pipeline
 (:mod:`openpi_core.training.presets`), the norm stats and the loader, then hands over to
@@ -59,13 +59,48 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read the config file {path}: {error}") from error
 
 
+def read_model_config(path: Path) -> Any:
+    """The model config in a JSON or TOML file: the fields of the config class of its
+    ``family`` key (when absent, a :class:`~openpi_core.models.config.Pi0Config`, whose
+    ``pi05`` field tells π0 from π0.5).
+
+    Raises:
+        InputError: the file is unreadable, names an unknown family, or its fields do not fit.
+    """
+    from openpi_core.errors import InputError
+    from openpi_core.models.config import Pi0Config
+    from openpi_core.plugins import get_model_spec
+    from openpi_core.serialization import structure
+
+    fields = read_config_file(path)
+    family = fields.pop("family", None)
+    config = structure(fields, Pi0Config if family is None else get_model_spec(family).config_type)
+    if family is not None and config.family != family:
+        raise InputError(f"{path} says family {family!r}, but its fields describe a {config.family!r} model")
+    return config
+
+
+def model_assets(tokenizer: str | Path | None, fast_tokenizer: str | None) -> dict[str, Path]:
+    """Files the run's checkpoints ship (path inside ``model/`` -> source): its own prompt
+    tokenizer, and the files of a local π0-FAST action tokenizer."""
+    from openpi_core.fast.action_tokenizer import BPE_FILE, PROCESSOR_CONFIG
+    from openpi_core.policy import FAST_TOKENIZER_ASSET, TOKENIZER_ASSET
+
+    assets = {TOKENIZER_ASSET: Path(tokenizer)} if tokenizer else {}
+    if fast_tokenizer is not None and Path(fast_tokenizer).is_dir():
+        for name in (PROCESSOR_CONFIG, BPE_FILE):
+            assets[f"{FAST_TOKENIZER_ASSET}/{name}"] = Path(fast_tokenizer) / name
+    return assets
+
+
 @click.command()
 @click.option("--config", "config_name", metavar="NAME", help="A preset (see `pi configs`), e.g. pi0_aloha_sim.")
 @click.option("--embodiment", metavar="NAME", help="The robot, when training without a preset (e.g. aloha).")
 @click.option(
     "--model-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON file with the model config (an unstructured Pi0Config); overrides the preset's.",
+    help="JSON file with the model config (an unstructured Pi0Config, or Pi0FASTConfig with "
+    '"family": "pi0_fast"); overrides the preset\'s.',
 )
 @click.option("--backend", metavar="NAME", help="jax or torch (default: torch when installed, else jax).")
 @click.option("--exp-name", metavar="NAME", help="Name of the run; checkpoints go to <base>/<config>/<exp-name>/.")
@@ -103,6 +138,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
 )
 @click.option("--default-prompt", metavar="TEXT", help="Prompt for samples without one; wins over the preset's.")
 @click.option("--tokenizer", metavar="PATH_OR_URL", help="SentencePiece prompt tokenizer (default: PaliGemma's).")
+@click.option(
+    "--fast-tokenizer",
+    metavar="DIR_OR_URL",
+    help="π0-FAST action tokenizer (default: physical-intelligence/fast); a local one is saved with the checkpoints.",
+)
 @click.option("--tensorboard", is_flag=True, help="Also log to TensorBoard (needs tensorboardX or tensorboard).")
 @click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
 def train(
@@ -120,6 +160,7 @@ def train(
     norm_stats: str | None,
     default_prompt: str | None,
     tokenizer: str | None,
+    fast_tokenizer: str | None,
     tensorboard: bool,
     wandb: bool,
 ) -> None:
@@ -154,6 +195,7 @@ def train(
             norm_stats=norm_stats,
             default_prompt=default_prompt,
             tokenizer=tokenizer,
+            fast_tokenizer=fast_tokenizer,
             tensorboard=tensorboard,
             wandb=wandb,
         )
@@ -180,6 +222,7 @@ def _train(
     norm_stats: str | None,
     default_prompt: str | None,
     tokenizer: str | None,
+    fast_tokenizer: str | None,
     tensorboard: bool,
     wandb: bool,
 ) -> Any:
@@ -190,9 +233,8 @@ def _train(
     from openpi_core.data.norm_stats import compute_norm_stats
     from openpi_core.download import is_url, maybe_download
     from openpi_core.errors import InputError
-    from openpi_core.models.config import Pi0Config
     from openpi_core.plugins import get_backend, get_config, get_embodiment
-    from openpi_core.policy import TOKENIZER_ASSET, default_backend
+    from openpi_core.policy import default_backend
     from openpi_core.serialization import structure
     from openpi_core.training import checkpoint as ckpt
     from openpi_core.training.config import TrainConfig
@@ -206,7 +248,7 @@ def _train(
     if embodiment_name is None:
         raise click.UsageError("say what to train: --config NAME, or --embodiment NAME with --model-config FILE")
     if model_config_file is not None:
-        model = structure(read_config_file(model_config_file), Pi0Config)
+        model = read_model_config(model_config_file)
     elif preset is not None:
         model = preset.model_config
     else:
@@ -232,6 +274,8 @@ def _train(
     ckpt.prepare_experiment_dir(exp_dir, resume=resume, overwrite=overwrite)
 
     tokenizer_path = maybe_download(tokenizer) if tokenizer and is_url(tokenizer) else tokenizer
+    if fast_tokenizer is not None and not is_url(fast_tokenizer) and not Path(fast_tokenizer).is_dir():
+        raise InputError(f"--fast-tokenizer should be a directory or URL of a FAST tokenizer, got {fast_tokenizer}")
     dataset = LeRobotDataset(dataset_root, action_horizon=model.action_horizon)
     recipe = DataRecipe(
         get_embodiment(embodiment_name),
@@ -240,6 +284,7 @@ def _train(
         tasks=dataset.tasks,
         default_prompt=default_prompt,
         tokenizer=tokenizer_path,
+        fast_tokenizer=fast_tokenizer,
     )
     stats_file = ckpt.experiment_norm_stats_path(exp_dir)
     if norm_stats is not None and is_url(norm_stats):
@@ -271,7 +316,7 @@ def _train(
             norm_stats=stats,
             base_checkpoint=base_checkpoint,
             resume=True,
-            model_assets={TOKENIZER_ASSET: tokenizer_path} if tokenizer_path else None,
+            model_assets=model_assets(tokenizer_path, fast_tokenizer),
             tensorboard=tensorboard,
             wandb=wandb,
         )

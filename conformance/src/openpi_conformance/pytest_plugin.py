@@ -86,7 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = []
         if "float32" in dtypes:
             for family in families:
-                if family not in FAMILIES:
+                if family not in ALL_FAMILIES:
                     continue
                 trainers = [name for name in selected_backends(config, family) if _can_train(name)]
                 for first, second in itertools.combinations(trainers, 2):

@@ -4,7 +4,13 @@ import functools
 
 import numpy as np
 
-from openpi_conformance.fixtures import seeded_actions, seeded_observation, seeded_params, tiny_pi0_config
+from openpi_conformance.fixtures import (
+    seeded_actions,
+    seeded_observation,
+    seeded_params,
+    tiny_pi0_config,
+    tiny_pi0_fast_config,
+)
 from openpi_core.models.api import draw_noise, draw_time
 from openpi_core.plugins import get_backend
 from openpi_core.training.config import AdamWConfig, TrainConfig
@@ -43,8 +49,11 @@ def train_config() -> TrainConfig:
 
 @functools.cache
 def one_step(backend: str, family: str) -> dict[str, object]:
-    """The loss, gradient norm, and parameter updates (after minus before) of one step."""
-    config = tiny_pi0_config(family, "float32")
+    """The loss, gradient norm, and parameter updates (after minus before) of one step.
+
+    π0-FAST's targets are the action tokens in the observation's prompt; the actions,
+    noise and times passed along are the same in both backends and unused."""
+    config = tiny_pi0_fast_config("float32") if family == "pi0_fast" else tiny_pi0_config(family, "float32")
     params = seeded_params(config)
     trainer = get_backend(backend).create_trainer(config, train_config(), params)
     observation = seeded_observation(config)

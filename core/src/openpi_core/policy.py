@@ -59,6 +59,8 @@ PREFERRED_BACKENDS = ("torch", "jax")
 
 TOKENIZER_ASSET = "assets/tokenizer.model"
 """A checkpoint that ships its own SentencePiece prompt tokenizer keeps it here."""
+FAST_TOKENIZER_ASSET = "assets/fast_tokenizer"
+"""A π0-FAST checkpoint that ships its own FAST action tokenizer keeps its files here."""
 
 _OBSERVATION_KEYS = ("image", "image_mask", "state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask")
 
@@ -69,14 +71,18 @@ class Policy:
     Args:
         model: a backend model with ``config`` (``action_horizon``, ``action_dim``) and
             ``sample_actions(observation, noise=, num_steps=)`` returning ``[B, H, A]``
-            (:class:`~openpi_core.models.api.AbstractPi0Model`).
+            actions (:class:`~openpi_core.models.api.AbstractPi0Model`) or ``[B, S]``
+            tokens that the output transforms turn into actions
+            (:class:`~openpi_core.models.api.AbstractPi0FASTModel`).
         embodiment: validates observations and gives the warm-up example.
         input_transforms: robot dict -> model-ready dict (``image``, ``image_mask``,
             ``state``, ``tokenized_prompt``…) for one unbatched observation.
         output_transforms: ``{"state", "actions"}`` of one item, in model units, back to
             the embodiment's data units (model outputs, Unnormalize, AbsoluteActions).
         robot_output_transforms: that dict -> the robot's (the embodiment's outputs).
-        num_steps: flow-matching steps per action chunk.
+        num_steps: flow-matching steps per action chunk (π0/π0.5) or the most tokens
+            decoded (π0-FAST); None: the model's default (10 steps, or the config's
+            ``max_decoding_steps``).
         seed: seeds the noise; item ``k`` of all calls together gets the ``k``-th draw,
             so a batch of items gives what the same items one by one would.
         metadata: sent to clients as the server's first frame.
@@ -90,11 +96,11 @@ class Policy:
         input_transforms: Sequence[DataTransform],
         output_transforms: Sequence[DataTransform] = (),
         robot_output_transforms: Sequence[DataTransform] = (),
-        num_steps: int = 10,
+        num_steps: int | None = None,
         seed: int = 0,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        if num_steps < 1:
+        if num_steps is not None and num_steps < 1:
             raise InputError(f"num_steps should be >= 1, got {num_steps}")
         self.model = model
         self.embodiment = embodiment
@@ -162,7 +168,8 @@ class Policy:
         batch = _stack(prepared)
         noise = self._draw_noise(len(prepared))
         start = time.perf_counter()
-        actions = np.asarray(self.model.sample_actions(batch, noise=noise, num_steps=self.num_steps))
+        steps = {} if self.num_steps is None else {"num_steps": self.num_steps}
+        actions = np.asarray(self.model.sample_actions(batch, noise=noise, **steps))
         infer_ms = (time.perf_counter() - start) * 1000.0
         if actions.ndim < 2 or actions.shape[0] != len(prepared):
             raise OpenpiError(
@@ -239,10 +246,11 @@ def create_policy(
     model_config: Any = None,
     backend: str | None = None,
     dtype: str | None = None,
-    num_steps: int = 10,
+    num_steps: int | None = None,
     default_prompt: str | None = None,
     norm_stats: str | Path | Mapping[str, NormStats] | None = None,
     tokenizer: str | Path | None = None,
+    fast_tokenizer: str | Path | None = None,
     seed: int = 0,
 ) -> Policy:
     """Assemble a :class:`Policy` from a preset or from explicit parts.
@@ -258,7 +266,8 @@ def create_policy(
             stored with (or inferred from) the checkpoint is used.
         backend: ``torch``, ``jax``…; default :func:`default_backend`.
         dtype: compute dtype (``float32`` or ``bfloat16``); default the config's.
-        num_steps: flow-matching steps per action chunk.
+        num_steps: flow-matching steps per action chunk, or π0-FAST's most decoded
+            tokens; default the model's (see :class:`Policy`).
         default_prompt: used when an observation has no ``prompt``; wins over the preset's.
         norm_stats: a ``norm_stats.json`` file or its folder (path or URL), or the stats
             themselves. Default, first found: ``<checkpoint>/assets/<asset id>/`` (openpi's
@@ -267,6 +276,9 @@ def create_policy(
         tokenizer: a SentencePiece prompt tokenizer (path or URL); default
             ``<checkpoint>/assets/tokenizer.model`` when the checkpoint ships one, else
             the PaliGemma tokenizer.
+        fast_tokenizer: π0-FAST's action tokenizer directory (path or URL); default
+            ``<checkpoint>/assets/fast_tokenizer`` when the checkpoint ships one, else
+            the published ``physical-intelligence/fast``.
         seed: seeds the sampling noise.
 
     Raises:
@@ -302,9 +314,13 @@ def create_policy(
     stats = _resolve_norm_stats(norm_stats, checkpoint_dir, preset)
     use_quantiles = family != "pi0"
     model_transforms = get_model_spec(family).model_transforms(model_config)
-    tokenizer_path = tokenizer or _shipped_tokenizer(checkpoint_dir)
-    model_inputs = [with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.inputs]
-    model_outputs = [with_tokenizer(t, tokenizer_path, model_config.vocab_size) for t in model_transforms.outputs]
+    tokenizers = (
+        tokenizer or _shipped_asset(checkpoint_dir, TOKENIZER_ASSET),
+        model_config.vocab_size,
+        fast_tokenizer or _shipped_asset(checkpoint_dir, FAST_TOKENIZER_ASSET),
+    )
+    model_inputs = [with_tokenizer(t, *tokenizers) for t in model_transforms.inputs]
+    model_outputs = [with_tokenizer(t, *tokenizers) for t in model_transforms.outputs]
 
     robot_transforms = robot.transforms(family)
     delta_in: list[DataTransform] = []
@@ -380,7 +396,8 @@ def _load_norm_stats(source: str | Path) -> dict[str, NormStats]:
     return load_norm_stats(Path(text).expanduser())
 
 
-def _shipped_tokenizer(checkpoint_dir: Path | None) -> Path | None:
-    if checkpoint_dir is None or not (checkpoint_dir / TOKENIZER_ASSET).is_file():
+def _shipped_asset(checkpoint_dir: Path | None, relative: str) -> Path | None:
+    """``<checkpoint_dir>/<relative>`` when the checkpoint ships that file or folder."""
+    if checkpoint_dir is None or not (checkpoint_dir / relative).exists():
         return None
-    return checkpoint_dir / TOKENIZER_ASSET
+    return checkpoint_dir / relative

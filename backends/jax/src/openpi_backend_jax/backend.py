@@ -14,7 +14,8 @@ from openpi_core.specs import AbstractBackend
 
 class JaxBackend(AbstractBackend):
     """JAX/Equinox models of π0 and π0.5 (:class:`openpi_backend_jax.pi0.Pi0Model`) and
-    their trainer (:class:`openpi_backend_jax.training.JaxTrainer`)."""
+    π0-FAST (:class:`openpi_backend_jax.pi0_fast.Pi0FASTModel`), and their trainer
+    (:class:`openpi_backend_jax.training.JaxTrainer`)."""
 
     name = "jax"
     families = ("pi0", "pi05", "pi0_fast")

@@ -27,8 +27,8 @@ from openpi_backend_jax.gemma import Gemma, KVCache, transformer
 from openpi_backend_jax.layers import Array, Linear
 from openpi_backend_jax.siglip import Siglip
 from openpi_core.errors import InputError
-from openpi_core.models.api import AbstractPi0Model, check_params, draw_noise, draw_time
-from openpi_core.models.config import Pi0Config, Pi0FASTConfig
+from openpi_core.models.api import AbstractPi0Model, check_cameras, check_params, draw_noise, draw_time
+from openpi_core.models.config import Pi0Config
 from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
 from openpi_core.observation import Observation
 from openpi_core.training.config import LoRAConfig
@@ -283,25 +283,6 @@ def loss_and_gradients(model: Pi0, inputs: Inputs, actions: Array, noise: Array,
 
     (_, loss), grads = eqx.filter_value_and_grad(mean_loss, has_aux=True)(model)
     return loss, grads
-
-
-def check_cameras(config: Pi0Config | Pi0FASTConfig, observation: Observation) -> None:
-    """Raise :class:`InputError` unless every camera of ``config.image_keys`` is there as
-    ``[B, *image_size, 3]`` (other cameras are ignored, as in openpi)."""
-    batch = observation.batch_size
-    missing = [key for key in config.image_keys if key not in observation.images]
-    if missing:
-        raise InputError(
-            f"Observation.images should hold cameras {list(config.image_keys)}; "
-            f"missing {missing}, got {sorted(observation.images)}"
-        )
-    expected = (batch, *config.vision.image_size, 3)
-    for key in config.image_keys:
-        if observation.images[key].shape != expected:
-            raise InputError(
-                f"Observation.images[{key!r}] should have shape {list(expected)} (resize before the model), "
-                f"got {list(observation.images[key].shape)}"
-            )
 
 
 class Pi0Model(AbstractPi0Model):

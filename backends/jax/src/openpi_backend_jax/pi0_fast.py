@@ -15,8 +15,9 @@ and scores next-token predictions on ``token_loss_mask`` shifted by one. Decodin
 * the prefix is right-aligned (rolled so its last valid token is last), then
   prefilled at positions ``cumsum(valid) - 1`` into a KV cache of static size
   ``P + buffer``;
-* generated token ``s`` is fed at position ``prefill_len + s + 1`` (position
-  ``prefill_len`` is never used) and attends to the cache window
+* generated token ``s`` is fed at position ``prefill_len + s + offset`` (openpi's
+  offset is 1: position ``prefill_len`` is never used; see
+  ``Pi0FASTConfig.decode_position_offset``) and attends to the cache window
   ``[P - prefill_len, P + s]``, itself included. As in openpi, that window is the
   valid prefix only while the valid tokens are contiguous after right-alignment: a
   masked camera between valid ones shifts it (it then covers the masked camera's
@@ -42,10 +43,10 @@ from jax import lax
 from openpi_backend_jax import weights
 from openpi_backend_jax.gemma import Gemma, KVCache, transformer
 from openpi_backend_jax.layers import Array, einsum
-from openpi_backend_jax.pi0 import attention_mask, check_cameras, positions
+from openpi_backend_jax.pi0 import attention_mask, positions
 from openpi_backend_jax.siglip import Siglip
 from openpi_core.errors import InputError
-from openpi_core.models.api import AbstractPi0FASTModel, check_params
+from openpi_core.models.api import AbstractPi0FASTModel, check_cameras, check_params
 from openpi_core.models.config import Pi0FASTConfig
 from openpi_core.models.pi0_weights import check_against_schema, pi0_fast_weight_schema
 from openpi_core.observation import Observation
@@ -72,10 +73,10 @@ class FASTInputs(eqx.Module):
     loss_mask: Array | None
 
 
-def decode_positions(prefill_len: Array, step: Array) -> Array:
-    """The RoPE position of generated token ``step``: ``prefill_len + step + 1``
-    (openpi skips position ``prefill_len``)."""
-    return prefill_len + step + 1
+def decode_positions(prefill_len: Array, step: Array, offset: int) -> Array:
+    """The RoPE position of generated token ``step``: ``prefill_len + step + offset``
+    (openpi's offset 1 skips position ``prefill_len``)."""
+    return prefill_len + step + offset
 
 
 def right_align(x: Array, valid: Array, mask: Array) -> tuple[Array, Array, Array]:
@@ -93,6 +94,7 @@ class Pi0FAST(eqx.Module):
     vision: Siglip
     llm: Gemma
     dtype: str = eqx.field(static=True)
+    decode_position_offset: int = eqx.field(static=True)
 
     def __init__(self, config: Pi0FASTConfig, *, key: Array, lora: Mapping[str, LoRAConfig] | None = None):
         """``lora`` maps ``llm`` to the adapters it gets; none by default."""
@@ -100,6 +102,7 @@ class Pi0FAST(eqx.Module):
         self.vision = Siglip(config.vision, config.llm.width, key=kv)
         self.llm = Gemma(config.llm, vocab_size=config.vocab_size, lora=(lora or {}).get("llm"), key=kl)
         self.dtype = config.dtype
+        self.decode_position_offset = config.decode_position_offset
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -178,7 +181,8 @@ class Pi0FAST(eqx.Module):
         # then this token itself (appended by the transformer after the cache).
         window = (slots >= prefill_size - prefill_len) & (slots < prefill_size + step)
         mask = jnp.concatenate([window, jnp.ones(1, bool)])[None]
-        out, (k, v) = self.forward(x, decode_positions(prefill_len, step)[None], mask, cache)
+        position = decode_positions(prefill_len, step, self.decode_position_offset)
+        out, (k, v) = self.forward(x, position[None], mask, cache)
         zero = jnp.zeros_like(step)
         slot = (zero, prefill_size + step, zero, zero)
         cache = (lax.dynamic_update_slice(cache[0], k, slot), lax.dynamic_update_slice(cache[1], v, slot))

@@ -1,7 +1,9 @@
-"""Training π0/π0.5 in JAX: the trainer behind :class:`openpi_core.training.api.AbstractTrainer`.
+"""Training π0, π0.5 and π0-FAST in JAX: the trainer behind
+:class:`openpi_core.training.api.AbstractTrainer`.
 
-One step is openpi's: the mean flow-matching loss, its gradient with respect to the
-trainable parameters, ``clip_by_global_norm`` then AdamW (``scale_by_adam``, decoupled
+One step is openpi's: the mean loss of the family (flow matching for π0/π0.5, the
+next-token cross-entropy on the FAST token sequence for π0-FAST), its gradient with
+respect to the trainable parameters, ``clip_by_global_norm`` then AdamW (``scale_by_adam``, decoupled
 weight decay on every trainable parameter, as openpi creates it with no decay mask),
 then the EMA update ``ema = d * ema + (1 - d) * params``. The learning rate is a traced
 argument, so the loop's schedule never recompiles the step.
@@ -46,10 +48,11 @@ from openpi_backend_jax import weights
 from openpi_backend_jax.gemma import merge_lora
 from openpi_backend_jax.layers import Array
 from openpi_backend_jax.pi0 import Inputs, Pi0, Pi0Model
+from openpi_backend_jax.pi0_fast import FASTInputs, Pi0FAST, Pi0FASTModel
 from openpi_core.errors import InputError, WeightsError
 from openpi_core.models.api import check_params
-from openpi_core.models.config import Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
+from openpi_core.models.pi0_weights import check_against_schema, pi0_fast_weight_schema, pi0_weight_schema
 from openpi_core.observation import Observation
 from openpi_core.training.api import AbstractTrainer
 from openpi_core.training.config import AdamWConfig, TrainConfig
@@ -62,7 +65,7 @@ DATA_AXES = (BATCH_AXIS, FSDP_AXIS)
 FSDP_MIN_BYTES = 4 * 2**20
 """Smaller parameters stay replicated under FSDP (openpi's threshold, 4 MiB)."""
 PRECISIONS = ("bfloat16", "float32")
-TRAINED_FAMILIES = ("pi0", "pi05")
+TRAINED_FAMILIES = ("pi0", "pi05", "pi0_fast")
 _ADAM = 1
 """Index of ``scale_by_adam``'s state in the :func:`optimizer` chain."""
 
@@ -91,8 +94,8 @@ def optimizer(config: AdamWConfig) -> optax.GradientTransformation:
 
 
 class TrainState(eqx.Module):
-    """What a step updates. Each tree has the structure of the model (:class:`Pi0`)
-    with None where a parameter is frozen.
+    """What a step updates. Each tree has the structure of the model (:class:`Pi0` or
+    :class:`Pi0FAST`) with None where a parameter is frozen.
 
     Attributes:
         params: trainable parameters, float32.
@@ -100,15 +103,21 @@ class TrainState(eqx.Module):
         ema: exponential moving average of ``params``, or None without EMA.
     """
 
-    params: Pi0
+    params: Pi0 | Pi0FAST
     opt_state: optax.OptState
-    ema: Pi0 | None
+    ema: Pi0 | Pi0FAST | None
 
 
 def pi0_loss(model: Pi0, batch: tuple[Inputs, Array, Array, Array]) -> Array:
     """Mean flow-matching loss of a batch ``(inputs, actions [B, H, A], noise [B, H, A], time [B])``."""
     inputs, actions, noise, time = batch
     return jnp.mean(jax.vmap(model.loss)(inputs, actions, noise, time))
+
+
+def pi0_fast_loss(model: Pi0FAST, inputs: FASTInputs) -> Array:
+    """Mean next-token cross-entropy of a batch of FAST token sequences (the action
+    tokens are in ``inputs.tokens``, scored where ``inputs.loss_mask`` is set)."""
+    return jnp.mean(jax.vmap(model.loss)(inputs))
 
 
 @eqx.filter_jit(donate="all-except-first")
@@ -176,7 +185,7 @@ def _fetch(array: Array) -> np.ndarray:
 
 
 class JaxTrainer(AbstractTrainer):
-    """A π0/π0.5 model's parameters, AdamW state and EMA, on a device mesh.
+    """A π0, π0.5 or π0-FAST model's parameters, AdamW state and EMA, on a device mesh.
 
     Args:
         model_config: the model; its ``dtype`` is ignored (``train_config.precision``
@@ -196,7 +205,7 @@ class JaxTrainer(AbstractTrainer):
 
     def __init__(
         self,
-        model_config: Pi0Config,
+        model_config: Pi0Config | Pi0FASTConfig,
         train_config: TrainConfig,
         params: Mapping[str, np.ndarray],
         *,
@@ -209,7 +218,8 @@ class JaxTrainer(AbstractTrainer):
             )
         self.config = attrs.evolve(model_config, dtype=train_config.precision)
         self.train_config = train_config
-        schema = pi0_weight_schema(self.config)
+        self._fast = isinstance(model_config, Pi0FASTConfig)
+        schema = (pi0_fast_weight_schema if self._fast else pi0_weight_schema)(self.config)
         adapter_schema = lora_schema(schema, train_config)
         params = dict(params)
         if adapter_schema and not any(name in params for name in adapter_schema):
@@ -217,7 +227,8 @@ class JaxTrainer(AbstractTrainer):
         params = check_against_schema(params, {**schema, **adapter_schema})
         check_params(params)
 
-        skeleton = eqx.filter_eval_shape(Pi0, self.config, key=jax.random.key(0), lora=adapters(train_config))
+        module_type = Pi0FAST if self._fast else Pi0
+        skeleton = eqx.filter_eval_shape(module_type, self.config, key=jax.random.key(0), lora=adapters(train_config))
         labels = weights.label(skeleton, sorted(params))
         spec = jax.tree.map(lambda name: is_trainable(name, train_config), labels)
         self._trainable_labels, frozen_labels = eqx.partition(labels, spec)
@@ -246,7 +257,7 @@ class JaxTrainer(AbstractTrainer):
         )
         frozen_values = jax.tree.map(lambda name: np.asarray(params[name], np.float32), frozen_labels)
         self._frozen = jax.device_put(frozen_values, jax.tree.map(sharding, frozen_labels))
-        self._model = Pi0Model(self.config, skeleton)
+        self._model = (Pi0FASTModel if self._fast else Pi0Model)(self.config, skeleton)
         """Checks and converts observations (its module is only a shape skeleton)."""
         trained = {name: params[name] for name in self.trainable_names}
         zeros = {name: np.zeros(shapes[name], np.float32) for name in self.trainable_names}
@@ -254,7 +265,7 @@ class JaxTrainer(AbstractTrainer):
 
     # -- trees <-> name dicts ---------------------------------------------------------
 
-    def _tree(self, values: Mapping[str, object]) -> Pi0:
+    def _tree(self, values: Mapping[str, object]) -> Pi0 | Pi0FAST:
         """Trainable-parameter tree holding ``values[name]`` at each name's leaf."""
         return jax.tree.map(lambda name: values[name], self._trainable_labels)
 
@@ -266,7 +277,7 @@ class JaxTrainer(AbstractTrainer):
         states[_ADAM] = states[_ADAM]._replace(count=count, mu=mu, nu=nu)
         return tuple(states)
 
-    def _dict(self, tree: Pi0) -> dict[str, np.ndarray]:
+    def _dict(self, tree: Pi0 | Pi0FAST) -> dict[str, np.ndarray]:
         return {name: _fetch(leaf) for name, leaf in zip(self.trainable_names, jax.tree.leaves(tree), strict=True)}
 
     def _frozen_dict(self) -> dict[str, np.ndarray]:
@@ -292,28 +303,34 @@ class JaxTrainer(AbstractTrainer):
     ) -> dict[str, float]:
         """One update on this process's share of the batch: ``observation`` (``B``
         examples), ``actions`` and ``noise`` float32 ``[B, H, A]``, ``time`` float32
-        ``[B]``; ``B`` must be divisible by the number of local devices.
+        ``[B]``; ``B`` must be divisible by the number of local devices. π0-FAST reads
+        its targets from the observation's token sequence (``token_loss_mask`` marks
+        them) and ignores ``actions``, ``noise`` and ``time``.
 
         Raises:
-            InputError: a shape differs from the config's, or ``B`` does not split
-                evenly over the devices.
+            InputError: a shape differs from the config's, π0-FAST's token masks are
+                missing, or ``B`` does not split evenly over the devices.
         """
         size = observation.batch_size
-        chunk = (size, self.config.action_horizon, self.config.action_dim)
-        for name, value, shape in (("actions", actions, chunk), ("noise", noise, chunk), ("time", time, (size,))):
-            if np.shape(value) != shape:
-                raise InputError(f"{name} should have shape {list(shape)}, got {list(np.shape(value))}")
         local = len(self.mesh.local_devices)
         if size % local:
             raise InputError(f"batch size {size} should be divisible by the {local} local devices of the mesh")
-        inputs = jax.tree.map(lambda x: self._batched(np.asarray(x)), self._model.inputs(observation))
-        batch = (inputs, *(self._batched(np.asarray(x, np.float32)) for x in (actions, noise, time)))
+        if self._fast:
+            inputs = self._model.inputs(observation, training=True)
+            batch = jax.tree.map(lambda x: self._batched(np.asarray(x)), inputs)
+        else:
+            chunk = (size, self.config.action_horizon, self.config.action_dim)
+            for name, value, shape in (("actions", actions, chunk), ("noise", noise, chunk), ("time", time, (size,))):
+                if np.shape(value) != shape:
+                    raise InputError(f"{name} should have shape {list(shape)}, got {list(np.shape(value))}")
+            inputs = jax.tree.map(lambda x: self._batched(np.asarray(x)), self._model.inputs(observation))
+            batch = (inputs, *(self._batched(np.asarray(x, np.float32)) for x in (actions, noise, time)))
         self._state, info = train_step(
             self._frozen,
             self._state,
             batch,
             jax.device_put(np.float32(lr), self._replicated),
-            pi0_loss,
+            pi0_fast_loss if self._fast else pi0_loss,
             self.train_config.optimizer,
             self.train_config.ema_decay,
             self._shardings,

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from openpi_core.errors import InputError
+from openpi_core.models.api import check_cameras
 from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.observation import Observation
 
@@ -40,26 +41,14 @@ def observation_inputs(
     """Check ``observation`` against ``config`` and convert it.
 
     Raises:
-        InputError: the cameras differ from ``config.image_keys``, an image is not
-            ``[B, *image_size, 3]``, π0's state is not ``[B, action_dim]``, or a prompt
+        InputError: a camera of ``config.image_keys`` is missing (others are ignored,
+            as in openpi) or not ``[B, *image_size, 3]``, π0's state is not ``[B, action_dim]``, or a prompt
             token id is outside the vocabulary.
     """
     if not isinstance(observation, Observation):
         raise InputError(f"expected an openpi_core Observation, got {type(observation).__name__}")
-    expected, got = set(config.image_keys), set(observation.images)
-    if expected != got:
-        raise InputError(
-            f"Observation.images should have the cameras {list(config.image_keys)}; "
-            f"missing {sorted(expected - got)}, unexpected {sorted(got - expected)}"
-        )
+    check_cameras(config, observation)
     batch = observation.batch_size
-    image_shape = (batch, *config.vision.image_size, 3)
-    for key in config.image_keys:
-        if observation.images[key].shape != image_shape:
-            raise InputError(
-                f"Observation.images[{key!r}] should have shape {list(image_shape)}, "
-                f"got {list(observation.images[key].shape)}"
-            )
     if isinstance(config, Pi0Config) and not config.pi05 and observation.state.shape[1] != config.action_dim:
         raise InputError(
             f"Observation.state should be [B, {config.action_dim}] (padded to the action dim), "

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from openpi_backend_torch.weights import Rule
-from openpi_core.models.config import GemmaConfig, Pi0Config
+from openpi_core.models.config import GemmaConfig, Pi0Config, Pi0FASTConfig
 from openpi_core.training.config import TrainConfig
 from openpi_core.training.lora import adapters
 
@@ -127,10 +127,13 @@ class LoRALinear(nn.Module):
         return base + low_rank * self.scale
 
 
-def apply_lora(module: nn.Module, config: Pi0Config, train: TrainConfig) -> None:
-    """Give ``module`` (a :class:`~openpi_backend_torch.pi0.Pi0Module`) the adapters that
-    ``train`` asks for, zero-initialised; fill them with :func:`adapter_rules`."""
-    configs = {"llm": config.llm, "expert": config.action_expert}
+def apply_lora(module: nn.Module, config: Pi0Config | Pi0FASTConfig, train: TrainConfig) -> None:
+    """Give ``module`` (a :class:`~openpi_backend_torch.pi0.Pi0Module` or
+    :class:`~openpi_backend_torch.pi0_fast.Pi0FASTModule`) the adapters that ``train``
+    asks for, zero-initialised; fill them with :func:`adapter_rules`."""
+    configs = {"llm": config.llm}
+    if isinstance(config, Pi0Config):
+        configs["expert"] = config.action_expert
     for prefix, lora in adapters(train).items():
         shapes = _adapter_shapes(configs[prefix], lora.rank)
         for layer in module.gemma.layers:

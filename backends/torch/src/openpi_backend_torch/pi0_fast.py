@@ -12,7 +12,8 @@ under the prefix-LM mask. Decoding follows the reference:
   tokens end at slot ``P - 1`` of a KV cache preallocated for ``P + S`` slots;
 * the prefill runs with positions ``cumsum(valid) - 1``; its last logit picks token 0;
 * generated token ``s`` is written at cache slot ``P + s`` and fed at RoPE position
-  ``prefill_len + s + 1`` (position ``prefill_len`` itself is never used), attending to
+  ``prefill_len + s + offset`` (openpi's offset 1 never uses position ``prefill_len``;
+  see ``Pi0FASTConfig.decode_position_offset``), attending to
   the contiguous window ``[P - prefill_len, P + s]`` of the cache;
 * a row stops once it emitted ``eos_token`` (its later tokens are 0); the loop stops when
   every row has stopped. Stopped rows keep feeding their argmax token, so every logit
@@ -258,9 +259,9 @@ class Pi0FASTModule(nn.Module):
     def forward_token(self, token: Tensor, step: Tensor, cache: DecodeCache) -> Tensor:
         """float32 logits ``[B, V]`` after feeding generated token ``step`` (``token`` int64
         ``[B]``, ``step`` a 0-dim int64 tensor): cache slot ``P + step``, position
-        ``prefill_len + step + 1``, attending to slots ``[P - prefill_len, P + step]``."""
+        ``prefill_len + step + offset``, attending to slots ``[P - prefill_len, P + step]``."""
         slot = (cache.prefill_size + step).reshape(1)
-        positions = cache.prefill_len[:, None] + step + 1
+        positions = cache.prefill_len[:, None] + step + self.config.decode_position_offset
         slots = torch.arange(cache.kv.keys.shape[3], device=token.device)
         visible = (slots[None, :] >= (cache.prefill_size - cache.prefill_len)[:, None]) & (slots[None, :] <= slot)
         x = self.gemma.embed(token[:, None])

@@ -1,6 +1,7 @@
-"""Training π0/π0.5 in PyTorch: the :class:`~openpi_core.training.api.AbstractTrainer`.
+"""Training π0, π0.5 and π0-FAST in PyTorch: the :class:`~openpi_core.training.api.AbstractTrainer`.
 
-One step is openpi's: the mean flow-matching loss, its gradient with respect to the
+One step is openpi's: the mean loss of the family (flow matching for π0/π0.5, the
+next-token cross-entropy on the FAST token sequence for π0-FAST), its gradient with respect to the
 trainable parameters, ``optax.clip_by_global_norm`` then ``optax.adamw`` (no weight
 decay mask: every trainable parameter decays), then the EMA. The optimizer is written
 out element-wise (:func:`adamw_update`) with every scalar a float32 on the
@@ -49,11 +50,12 @@ from openpi_backend_torch import distributed, weights
 from openpi_backend_torch.inputs import ModelInputs, action_chunk, flow_time, observation_inputs
 from openpi_backend_torch.lora import adapter_rules, apply_lora, merge_lora
 from openpi_backend_torch.pi0 import Pi0Module
+from openpi_backend_torch.pi0_fast import Pi0FASTModule, fast_inputs
 from openpi_backend_torch.precision import exact_float32
 from openpi_core.errors import InputError, WeightsError
 from openpi_core.models.api import check_params
-from openpi_core.models.config import Pi0Config
-from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
+from openpi_core.models.pi0_weights import check_against_schema
 from openpi_core.observation import Observation
 from openpi_core.training.api import AbstractTrainer
 from openpi_core.training.config import AdamWConfig, TrainConfig
@@ -142,14 +144,16 @@ def ema_update(ema: Sequence[Tensor], params: Sequence[Tensor], decay: float) ->
 
 
 class _Loss(nn.Module):
-    """The module a data-parallel wrapper drives: ``forward`` is the loss ``[B, H]``."""
+    """The module a data-parallel wrapper drives: ``forward(*batch)`` is the model's
+    loss (``[B, H]`` for π0/π0.5 given ``(inputs, actions, noise, time)``, ``[B]`` for
+    π0-FAST given its :class:`~openpi_backend_torch.pi0_fast.FASTInputs`)."""
 
-    def __init__(self, model: Pi0Module) -> None:
+    def __init__(self, model: Pi0Module | Pi0FASTModule) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: ModelInputs, actions: Tensor, noise: Tensor, time: Tensor) -> Tensor:
-        return self.model.loss(inputs, actions, noise, time)
+    def forward(self, *batch: ModelInputs | Tensor) -> Tensor:
+        return self.model.loss(*batch)
 
 
 def _observation_rows(observation: Observation, rows: slice) -> Observation:
@@ -162,18 +166,19 @@ def _observation_rows(observation: Observation, rows: slice) -> Observation:
 
 
 class TorchTrainer(AbstractTrainer):
-    """A π0/π0.5 model, its AdamW state and its EMA weights, on one or more ranks.
+    """A π0, π0.5 or π0-FAST model, its AdamW state and its EMA weights, on one or more ranks.
 
     Attributes:
         config: the model config, float32 (the master weights' dtype).
         train_config: the run's :class:`~openpi_core.training.config.TrainConfig`.
         world: this process's rank, the world size and the device.
-        module: the :class:`~openpi_backend_torch.pi0.Pi0Module` being trained.
+        module: the :class:`~openpi_backend_torch.pi0.Pi0Module` (or
+            :class:`~openpi_backend_torch.pi0_fast.Pi0FASTModule`) being trained.
     """
 
     def __init__(
         self,
-        model_config: Pi0Config,
+        model_config: Pi0Config | Pi0FASTConfig,
         train_config: TrainConfig,
         params: Mapping[str, np.ndarray],
         *,
@@ -191,12 +196,13 @@ class TorchTrainer(AbstractTrainer):
         self.config = attrs.evolve(model_config, dtype="float32")
         self.train_config = train_config
         self.world = distributed.world(device)
-        schema = pi0_weight_schema(self.config)
+        self._fast = isinstance(model_config, Pi0FASTConfig)
+        schema = weights.weight_schema(self.config)
         check_params(params)
         check_against_schema(params, {**schema, **lora_schema(schema, train_config)})
 
         with torch.device("meta"):
-            module = Pi0Module(self.config)
+            module = Pi0FASTModule(self.config) if self._fast else Pi0Module(self.config)
         weights.load_into(module, self.config, {name: params[name] for name in schema})
         module = module.to(self.world.device)
         apply_lora(module, self.config, train_config)
@@ -323,6 +329,9 @@ class TorchTrainer(AbstractTrainer):
             time: float32 ``[B]`` flow-matching times.
             lr: this update's learning rate.
 
+        π0-FAST reads its targets from the observation's token sequence
+        (``token_loss_mask`` marks them) and ignores ``actions``, ``noise`` and ``time``.
+
         Returns:
             ``loss``: the mean loss over the global batch before the update;
             ``grad_norm``: the global norm of the averaged gradient before clipping.
@@ -330,15 +339,21 @@ class TorchTrainer(AbstractTrainer):
         batch = observation.batch_size
         rows = self.world.rows(batch)
         device = self.world.device
-        inputs = observation_inputs(self.config, _observation_rows(observation, rows), device)
-        local = rows.stop - rows.start
-        actions_t = action_chunk(self.config, "actions", np.asarray(actions)[rows], local, device)
-        noise_t = action_chunk(self.config, "noise", np.asarray(noise)[rows], local, device)
-        time_t = flow_time(np.asarray(time)[rows], local, device)
+        mine = _observation_rows(observation, rows)
+        if self._fast:
+            model_batch = (fast_inputs(self.config, mine, device),)
+        else:
+            local = rows.stop - rows.start
+            model_batch = (
+                observation_inputs(self.config, mine, device),
+                action_chunk(self.config, "actions", np.asarray(actions)[rows], local, device),
+                action_chunk(self.config, "noise", np.asarray(noise)[rows], local, device),
+                flow_time(np.asarray(time)[rows], local, device),
+            )
         bf16 = self.train_config.precision == "bfloat16"
         with exact_float32():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = self._step_module(inputs, actions_t, noise_t, time_t).float().mean()
+                loss = self._step_module(*model_batch).float().mean()
             loss.backward()
         loss = loss.detach()
         if self.world.size > 1:

@@ -63,6 +63,11 @@ class FASTPromptTokenizer:
         )
 
     @property
+    def action_tokenizer_source(self) -> FASTActionTokenizer | str | os.PathLike[str]:
+        """The action tokenizer, or where it will be loaded from on first use."""
+        return self._action_tokenizer
+
+    @property
     def action_tokenizer(self) -> FASTActionTokenizer:
         with self._lock:
             if not isinstance(self._action_tokenizer, FASTActionTokenizer):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from openpi_core.errors import WeightsError
+from openpi_core.errors import InputError, WeightsError
 from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.observation import Observation
 
@@ -154,3 +154,22 @@ class AbstractPi0FASTModel(abc.ABC):
     @abc.abstractmethod
     def loss_gradients(self, observation: Observation) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The loss ``[B]`` and the gradient of its mean with respect to every parameter."""
+
+
+def check_cameras(config: Pi0Config | Pi0FASTConfig, observation: Observation) -> None:
+    """Raise :class:`InputError` unless every camera of ``config.image_keys`` is there as
+    ``[B, *image_size, 3]`` (other cameras are ignored, as in openpi)."""
+    batch = observation.batch_size
+    missing = [key for key in config.image_keys if key not in observation.images]
+    if missing:
+        raise InputError(
+            f"Observation.images should hold cameras {list(config.image_keys)}; "
+            f"missing {missing}, got {sorted(observation.images)}"
+        )
+    expected = (batch, *config.vision.image_size, 3)
+    for key in config.image_keys:
+        if observation.images[key].shape != expected:
+            raise InputError(
+                f"Observation.images[{key!r}] should have shape {list(expected)} (resize before the model), "
+                f"got {list(observation.images[key].shape)}"
+            )

@@ -139,6 +139,12 @@ class Pi0FASTConfig:
     ``max_decoding_steps`` bounds greedy or sampled decoding; ``eos_token`` stops it.
     ``fast_skip_tokens`` is how many ids at the very end of the PaliGemma vocabulary
     (special tokens) FAST action tokens stay clear of.
+
+    ``decode_position_offset``: generated token ``s`` is fed at RoPE position
+    ``prefill_len + s + decode_position_offset``. Training puts it at ``prefill_len + s``;
+    openpi decodes one position further (offset 1, the default, as the published
+    checkpoints are served). A small model trained from scratch is sensitive to that
+    gap: give it 0 to decode at the positions it was trained at.
     """
 
     llm: GemmaConfig = attrs.field(factory=lambda: GEMMA_VARIANTS["gemma_2b"])
@@ -150,6 +156,7 @@ class Pi0FASTConfig:
     max_decoding_steps: int = 256
     eos_token: int = 1
     fast_skip_tokens: int = 128
+    decode_position_offset: int = attrs.field(default=1, validator=attrs.validators.ge(0))
     dtype: str = attrs.field(default="bfloat16", validator=_check_dtype)
     image_keys: tuple[str, ...] = attrs.field(default=PI0_FAST_IMAGE_KEYS, converter=tuple)
 

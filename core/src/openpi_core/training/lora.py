@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from openpi_core.errors import InputError
 from openpi_core.training.config import LoRAConfig, TrainConfig
 
 Shape = tuple[int, ...]
@@ -37,14 +38,23 @@ def adapters(train: TrainConfig) -> dict[str, LoRAConfig]:
 
 
 def lora_schema(schema: Mapping[str, Shape], train: TrainConfig) -> dict[str, Shape]:
-    """Canonical name -> shape of every adapter parameter (empty without LoRA)."""
+    """Canonical name -> shape of every adapter parameter (empty without LoRA).
+
+    Raises:
+        InputError: adapters are asked for an expert the model does not have
+            (``expert_lora`` on π0-FAST, whose single Gemma is ``llm``).
+    """
     extra: dict[str, Shape] = {}
     for prefix, lora in adapters(train).items():
-        for suffix in ADAPTED:
-            name = f"{prefix}.{suffix}"
-            if name in schema:
-                a, b = lora_shapes(schema[name], lora.rank)
-                extra[f"{name}.lora_a"], extra[f"{name}.lora_b"] = a, b
+        names = [f"{prefix}.{suffix}" for suffix in ADAPTED if f"{prefix}.{suffix}" in schema]
+        if not names:
+            raise InputError(
+                f"{prefix}_lora asks for adapters on {prefix!r}, but the model has no {prefix!r} weights; "
+                f"its top-level weights are {sorted({name.split('.', 1)[0] for name in schema})}"
+            )
+        for name in names:
+            a, b = lora_shapes(schema[name], lora.rank)
+            extra[f"{name}.lora_a"], extra[f"{name}.lora_b"] = a, b
     return extra
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from openpi_core.errors import InputError
-from openpi_core.models.config import Pi0Config
+from openpi_core.models.config import Pi0Config, Pi0FASTConfig
 from openpi_core.plugins import get_model_spec
 from openpi_core.specs import AbstractEmbodiment, NamedConfig
 from openpi_core.transforms import (
@@ -61,15 +61,18 @@ class DataRecipe:
             when the repack keeps ``prompt`` (the ALOHA repacks do not, as in openpi).
         default_prompt: the prompt of samples without one; wins over the preset's.
         tokenizer: a SentencePiece model for the prompt; default the model spec's.
+        fast_tokenizer: π0-FAST's action tokenizer directory or URL; default the
+            published ``physical-intelligence/fast``.
     """
 
     embodiment: AbstractEmbodiment
-    model_config: Pi0Config
+    model_config: Pi0Config | Pi0FASTConfig
     preset: NamedConfig | None = None
     repack: Mapping[str, Any] | None = None
     tasks: Mapping[int, str] | None = None
     default_prompt: str | None = None
     tokenizer: str | Path | None = None
+    fast_tokenizer: str | Path | None = None
 
     @property
     def family(self) -> str:
@@ -123,5 +126,8 @@ def training_transforms(recipe: DataRecipe, norm_stats: Mapping[str, NormStats])
         *stats_transforms(recipe),
         Normalize(dict(norm_stats), use_quantiles=uses_quantiles(recipe.family)),
         InjectDefaultPrompt(recipe.preset.default_prompt if recipe.preset else None),
-        *(with_tokenizer(transform, recipe.tokenizer, recipe.model_config.vocab_size) for transform in model_inputs),
+        *(
+            with_tokenizer(transform, recipe.tokenizer, recipe.model_config.vocab_size, recipe.fast_tokenizer)
+            for transform in model_inputs
+        ),
     ]
