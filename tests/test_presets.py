@@ -1,6 +1,7 @@
 """Every named preset points at an installed embodiment and a family that matches its config."""
 
 import pytest
+import sentencepiece
 
 from openpi_core.plugins import PluginManager
 from openpi_embodiment_aloha import plugin as aloha
@@ -23,6 +24,13 @@ def test_preset_is_consistent(name):
     preset = MANAGER.registry("config").get(name)
     embodiment = MANAGER.registry("embodiment").get(preset.embodiment)
     assert preset.family == preset.model_config.family
-    assert preset.checkpoint.startswith("gs://openpi-assets/checkpoints/")
-    assert preset.norm_stats.startswith(preset.checkpoint + "/assets/")
     assert embodiment.action_dim <= preset.model_config.action_dim
+    if preset.checkpoint is None:  # a recipe trained here, from scratch: nothing to download
+        assert preset.norm_stats is None
+    else:
+        assert preset.checkpoint.startswith("gs://openpi-assets/checkpoints/")
+        assert preset.norm_stats.startswith(preset.checkpoint + "/assets/")
+    if preset.tokenizer is not None:
+        pieces = sentencepiece.SentencePieceProcessor(model_file=preset.tokenizer).get_piece_size()
+        assert pieces <= preset.model_config.vocab_size
+        assert preset.default_prompt is not None

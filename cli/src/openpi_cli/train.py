@@ -137,7 +137,11 @@ def model_assets(tokenizer: str | Path | None, fast_tokenizer: str | None) -> di
     help="norm_stats.json or its folder (default: the experiment's own when resuming, else computed from the dataset).",
 )
 @click.option("--default-prompt", metavar="TEXT", help="Prompt for samples without one; wins over the preset's.")
-@click.option("--tokenizer", metavar="PATH_OR_URL", help="SentencePiece prompt tokenizer (default: PaliGemma's).")
+@click.option(
+    "--tokenizer",
+    metavar="PATH_OR_URL",
+    help="SentencePiece prompt tokenizer (default: the preset's, else PaliGemma's).",
+)
 @click.option(
     "--fast-tokenizer",
     metavar="DIR_OR_URL",
@@ -273,6 +277,7 @@ def _train(
     # Fail before reading the dataset; run_training then continues from whatever is left.
     ckpt.prepare_experiment_dir(exp_dir, resume=resume, overwrite=overwrite)
 
+    tokenizer = tokenizer or (preset.tokenizer if preset else None)
     tokenizer_path = maybe_download(tokenizer) if tokenizer and is_url(tokenizer) else tokenizer
     if fast_tokenizer is not None and not is_url(fast_tokenizer) and not Path(fast_tokenizer).is_dir():
         raise InputError(f"--fast-tokenizer should be a directory or URL of a FAST tokenizer, got {fast_tokenizer}")

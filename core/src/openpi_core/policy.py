@@ -275,7 +275,7 @@ def create_policy(
             checkpoint's own), the preset's ``norm_stats``.
         tokenizer: a SentencePiece prompt tokenizer (path or URL); default
             ``<checkpoint>/assets/tokenizer.model`` when the checkpoint ships one, else
-            the PaliGemma tokenizer.
+            the preset's, else the PaliGemma tokenizer.
         fast_tokenizer: π0-FAST's action tokenizer directory (path or URL); default
             ``<checkpoint>/assets/fast_tokenizer`` when the checkpoint ships one, else
             the published ``physical-intelligence/fast``.
@@ -315,7 +315,7 @@ def create_policy(
     use_quantiles = family != "pi0"
     model_transforms = get_model_spec(family).model_transforms(model_config)
     tokenizers = (
-        tokenizer or _shipped_asset(checkpoint_dir, TOKENIZER_ASSET),
+        tokenizer or _shipped_asset(checkpoint_dir, TOKENIZER_ASSET) or (preset.tokenizer if preset else None),
         model_config.vocab_size,
         fast_tokenizer or _shipped_asset(checkpoint_dir, FAST_TOKENIZER_ASSET),
     )

@@ -102,6 +102,8 @@ class NamedConfig:
     (openpi's ``use_delta_joint_actions`` / ``extra_delta_transform``) says the model
     predicts the embodiment's ``delta_action_mask`` dimensions relative to the current
     state, so a policy wraps ``DeltaActions`` / ``AbsoluteActions`` around the model.
+    ``tokenizer`` is the SentencePiece prompt tokenizer (path or URL) of a preset whose
+    model has its own small vocabulary; None means PaliGemma's.
     """
 
     name: str
@@ -114,6 +116,7 @@ class NamedConfig:
     default_prompt: str | None = None
     extra_transforms: Sequence[DataTransform] = ()
     delta_actions: bool = False
+    tokenizer: str | None = None
 
     @property
     def asset_id(self) -> str | None:
