@@ -11,6 +11,6 @@ if [ -d /opt/wheels ]; then extra+=(--find-links /opt/wheels); fi
 python -m pip install -q --upgrade pip setuptools
 python -m pip install -q "${extra[@]}" -c .ci/constraints.txt \
   -e "core[orbax,fast,data]" -e cli -e "backends/jax[orbax]" -e backends/torch -e conformance \
-  -e plugins/aloha -e plugins/droid -e plugins/libero -e plugins/ur5 \
+  -e "plugins/aloha[sim]" -e plugins/droid -e plugins/libero -e plugins/ur5 \
   pytest ruff h5py
 echo "installed into $(pwd)/.venv; activate with: . .venv/bin/activate"

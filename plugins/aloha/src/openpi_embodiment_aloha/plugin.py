@@ -1,4 +1,4 @@
-"""Registers the ALOHA embodiment with openpi (entry point ``aloha`` in group ``openpi``)."""
+"""Registers the ALOHA embodiment, its presets and its simulator commands with openpi (entry point ``aloha`` in group ``openpi``)."""
 
 from openpi_core import hookimpl
 from openpi_embodiment_aloha.aloha import AlohaEmbodiment
@@ -14,3 +14,10 @@ def openpi_register_embodiments(register):
 def openpi_register_configs(register):
     for preset in PRESETS:
         register(preset)
+
+
+@hookimpl
+def openpi_register_commands(cli):
+    from openpi_embodiment_aloha.sim.cli import register
+
+    register(cli)

@@ -5,10 +5,27 @@ The real-robot presets predict joint deltas from the current state (openpi's
 preset uses openpi's ``trossen`` norm stats.
 """
 
-from openpi_core.models.config import Pi0Config
+from pathlib import Path
+
+from openpi_core.models.config import GemmaConfig, Pi0Config, SiglipConfig
 from openpi_core.specs import NamedConfig
 
 CHECKPOINTS = "gs://openpi-assets/checkpoints"
+SIM_TOKENIZER = str(Path(__file__).resolve().parent / "assets" / "sim_tokenizer.model")
+"""A 68-piece SentencePiece model for the simulator's prompts (the small sim π0's vocabulary)."""
+
+SMALL_SIM_MODEL = Pi0Config(
+    llm=GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32),
+    action_expert=GemmaConfig(width=64, depth=4, mlp_dim=256, num_heads=4, num_kv_heads=1, head_dim=32),
+    vision=SiglipConfig(width=96, depth=3, mlp_dim=384, num_heads=4, image_size=(112, 112)),
+    vocab_size=68,
+    action_dim=14,
+    action_horizon=20,
+    max_token_len=12,
+    dtype="float32",
+    image_keys=("base_0_rgb",),
+)
+"""A 1.7 M-parameter π0 sized for a CPU: the top camera only, at 112x112 (64 patches)."""
 
 PRESETS = (
     NamedConfig(
@@ -63,5 +80,14 @@ PRESETS = (
         norm_stats=f"{CHECKPOINTS}/pi0_aloha_pen_uncap/assets/trossen",
         default_prompt="uncap the pen",
         delta_actions=True,
+    ),
+    NamedConfig(
+        name="pi0_aloha_sim_small",
+        family="pi0",
+        model_config=SMALL_SIM_MODEL,
+        embodiment="aloha",
+        description="a small π0 trained from scratch on `pi data aloha-sim` transfer-cube demonstrations",
+        default_prompt="Transfer cube",
+        tokenizer=SIM_TOKENIZER,
     ),
 )
