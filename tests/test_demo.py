@@ -22,7 +22,8 @@ ENV.pop("OPENPI_API_KEY", None)
 
 @pytest.mark.slow
 def test_pi_demo_prints_the_latency_table():
-    result = subprocess.run([*PI, "demo", "--requests", "20"], env=ENV, capture_output=True, text=True, timeout=300)
+    args = [*PI, "demo", "--no-sim", "--requests", "20"]
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "RANDOM DEMO WEIGHTS" in out
@@ -33,6 +34,21 @@ def test_pi_demo_prints_the_latency_table():
         row = next(line for line in out.splitlines() if line.startswith(label))
         figures = [float(value) for value in row[len(label) :].split()]
         assert len(figures) == 4 and 0 < figures[0] <= figures[1] <= figures[2] <= figures[3]
+
+
+@pytest.mark.slow
+def test_pi_demo_drives_the_simulator_with_the_trained_policy_and_writes_videos(tmp_path):
+    pytest.importorskip("openpi_embodiment_aloha.sim.evaluate", reason="needs openpi-embodiment-aloha[sim]")
+    from openpi_core.data.lerobot import import_av
+
+    args = [*PI, "demo", "--episodes", "1", "--video-dir", str(tmp_path)]
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "pi0_aloha_sim_small (pi0, backend torch) drives the simulated ALOHA" in result.stdout
+    assert re.search(r"success rate: [01]/1 \(\d+%\) on transfer-cube", result.stdout), result.stdout
+    with import_av().open(str(tmp_path / "transfer-cube_seed0.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 300 and (frames[0].height, frames[0].width) == (224, 224)
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """Every named preset points at an installed embodiment and a family that matches its config."""
 
+from pathlib import Path
+
 import pytest
 import sentencepiece
 
@@ -25,8 +27,10 @@ def test_preset_is_consistent(name):
     embodiment = MANAGER.registry("embodiment").get(preset.embodiment)
     assert preset.family == preset.model_config.family
     assert embodiment.action_dim <= preset.model_config.action_dim
-    if preset.checkpoint is None:  # a recipe trained here, from scratch: nothing to download
+    if not preset.checkpoint.startswith("gs://"):  # trained here and shipped: stats and tokenizer inside
         assert preset.norm_stats is None
+        assert (Path(preset.checkpoint) / "norm_stats.json").is_file()
+        assert (Path(preset.checkpoint) / "assets" / "tokenizer.model").is_file()
     else:
         assert preset.checkpoint.startswith("gs://openpi-assets/checkpoints/")
         assert preset.norm_stats.startswith(preset.checkpoint + "/assets/")

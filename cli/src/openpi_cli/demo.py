@@ -1,9 +1,11 @@
-"""``pi demo``: the whole serving path on this computer, with the bundled demo checkpoint.
+"""``pi demo``: the whole serving path on this computer, with a bundled checkpoint.
 
-It loads the random-weight π0 in ``demo_checkpoint/`` (see its README) with the ALOHA
-embodiment, serves it on an ephemeral loopback port in this process, sends it
-observations in the format of openpi's ALOHA-sim example from the websocket client,
-and prints latency percentiles. Nothing is downloaded.
+With the ALOHA simulator installed, the trained small π0 of the ``pi0_aloha_sim_small``
+preset is served on an ephemeral loopback port in this process and drives the
+simulated robot through the websocket client; each episode is written as an MP4.
+Otherwise (or with ``--no-sim``) the random-weight π0 in ``demo_checkpoint/`` (see its
+README) answers observations in the format of openpi's ALOHA-sim example, and latency
+percentiles are printed. Nothing is downloaded.
 """
 
 import asyncio
@@ -53,20 +55,56 @@ def aloha_sim_observation(rng: np.random.Generator) -> dict[str, Any]:
     return {"images": {"cam_high": rng.integers(0, 256, (3, 224, 224), dtype=np.uint8)}, "state": state}
 
 
+SIM_DEMO_CONFIG = "pi0_aloha_sim_small"
+"""The preset ``pi demo`` runs in the simulator: a small π0 trained on scripted transfer-cube demonstrations."""
+
+
+def _sim_installed() -> bool:
+    try:
+        import openpi_embodiment_aloha.sim.evaluate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @click.command()
 @click.option("--backend", default=None, help="jax or torch (default: torch when installed, else jax).")
 @click.option(
+    "--sim/--no-sim",
+    default=None,
+    help="Run the trained small π0 closed loop in the ALOHA simulator (the default when "
+    "openpi-embodiment-aloha[sim] is installed), or only measure the serving path with random weights.",
+)
+@click.option("--episodes", type=click.IntRange(min=1), default=3, show_default=True, help="--sim: episodes to run.")
+@click.option(
+    "--video-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("pi-demo-videos"),
+    show_default=True,
+    help="--sim: where each episode's MP4 goes.",
+)
+@click.option(
     "--requests", "num_requests", type=click.IntRange(min=1), default=200, show_default=True, help="Requests to send."
 )
-def demo(backend: str | None, num_requests: int) -> None:
-    """Serve the bundled demo policy locally and measure its latency.
+def demo(backend: str | None, sim: bool | None, episodes: int, video_dir: Path, num_requests: int) -> None:
+    """Serve a bundled policy locally: in the ALOHA simulator, or to measure latency.
 
-    The demo checkpoint is a tiny π0 with RANDOM weights: its actions are
-    meaningless. It shows the serving path (ALOHA observation in, websocket, transforms,
-    model, actions [H, 14] out) without a download or a GPU.
+    With the simulator (pip install "openpi-embodiment-aloha[sim]"), the small π0 of
+    the pi0_aloha_sim_small preset, trained on scripted transfer-cube demonstrations,
+    is served on a loopback websocket and drives the simulated robot; each episode is
+    written as an MP4. Without it (or with --no-sim), a tiny π0 with RANDOM weights
+    answers ALOHA observations and the latency of the serving path is measured.
     """
     from openpi_core.errors import OpenpiError
 
+    if sim is None:
+        sim = _sim_installed()
+    if sim:
+        try:
+            _sim_demo(backend, episodes, video_dir)
+        except OpenpiError as error:
+            raise click.ClickException(f"{type(error).__name__}: {error}") from error
+        return
     click.echo("pi demo: RANDOM DEMO WEIGHTS, the actions are meaningless; this measures the serving path only")
     try:
         policy = demo_policy(backend)
@@ -136,3 +174,34 @@ def _latency_table(timings: dict[str, list[float]]) -> str:
         figures = [*np.percentile(values, PERCENTILES), values.max()]
         lines.append(f"{label:<38}" + "".join(f"{figure:>9.1f}" for figure in figures))
     return "\n".join(lines)
+
+
+def _sim_demo(backend: str | None, episodes: int, video_dir: Path) -> None:
+    """The trained sim policy, served on loopback, driving the simulator for ``episodes`` episodes."""
+    if not _sim_installed():
+        raise click.ClickException('the simulator needs: pip install "openpi-embodiment-aloha[sim]" (or use --no-sim)')
+    from openpi_core.client.websocket_client import WebsocketClientPolicy
+    from openpi_core.policy import create_policy
+    from openpi_core.serving.server import BackgroundServer, ServerConfig
+    from openpi_embodiment_aloha.sim.env import AlohaSimEnv
+    from openpi_embodiment_aloha.sim.evaluate import chunk_fn, evaluate
+
+    policy = create_policy(SIM_DEMO_CONFIG, backend=backend)
+    meta = policy.metadata
+    click.echo(
+        f"pi demo: {SIM_DEMO_CONFIG} ({meta['family']}, backend {meta['backend']}) drives the simulated ALOHA "
+        f"on transfer-cube through a loopback websocket; videos go to {video_dir}"
+    )
+    with (
+        BackgroundServer(policy, ServerConfig(port=0, api_key=None)) as background,
+        WebsocketClientPolicy("127.0.0.1", background.server.port, wait_timeout_s=60.0) as client,
+    ):
+        results = evaluate(
+            chunk_fn(client),
+            AlohaSimEnv("transfer-cube"),
+            episodes=episodes,
+            video_dir=video_dir,
+            on_reset=client.reset,
+            policy_info={"config": SIM_DEMO_CONFIG, **meta},
+        )
+    click.echo(results.summary())

@@ -13,6 +13,8 @@ from openpi_core.specs import NamedConfig
 CHECKPOINTS = "gs://openpi-assets/checkpoints"
 SIM_TOKENIZER = str(Path(__file__).resolve().parent / "assets" / "sim_tokenizer.model")
 """A 68-piece SentencePiece model for the simulator's prompts (the small sim π0's vocabulary)."""
+SIM_CHECKPOINT = str(Path(__file__).resolve().parent / "sim" / "checkpoint")
+"""The small sim π0 trained here on ``pi data aloha-sim`` transfer-cube demonstrations (see its README)."""
 
 SMALL_SIM_MODEL = Pi0Config(
     llm=GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32),
@@ -87,6 +89,7 @@ PRESETS = (
         model_config=SMALL_SIM_MODEL,
         embodiment="aloha",
         description="a small π0 trained from scratch on `pi data aloha-sim` transfer-cube demonstrations",
+        checkpoint=SIM_CHECKPOINT,
         default_prompt="Transfer cube",
         tokenizer=SIM_TOKENIZER,
     ),

@@ -130,7 +130,7 @@ def eval_aloha_sim(
     except OpenpiError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
     results.write(out)
-    click.echo(_summary(results))
+    click.echo(results.summary())
     click.echo(f"wrote {out}")
 
 
@@ -161,23 +161,6 @@ def _in_process(
         num_steps=num_steps,
     )
     return policy, {**policy.metadata, "checkpoint": checkpoint}
-
-
-def _summary(results: Any) -> str:
-    """A table of the episodes, then the success rate, latency and render path."""
-    lines = [f"{'episode':>7} {'seed':>6} {'steps':>6} {'max reward':>11} {'final reward':>13} {'success':>8}"]
-    for index, episode in enumerate(results.episodes):
-        lines.append(
-            f"{index:>7} {episode.seed:>6} {episode.steps:>6} {episode.max_reward:>11g} "
-            f"{episode.final_reward:>13g} {'yes' if episode.success else 'no':>8}"
-        )
-    successes = sum(episode.success for episode in results.episodes)
-    size = "x".join(map(str, results.image_size)) if results.image_size else "none"
-    lines.append(
-        f"success rate: {successes}/{len(results.episodes)} ({results.success_rate:.0%}) on {results.task}; "
-        f"mean inference latency {results.mean_latency_ms:.1f} ms; render {results.render}, images {size}"
-    )
-    return "\n".join(lines)
 
 
 @click.command("aloha-sim")

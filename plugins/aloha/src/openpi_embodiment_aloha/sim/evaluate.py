@@ -135,6 +135,22 @@ class EvalResults:
         """Fraction of episodes that succeeded."""
         return sum(episode.success for episode in self.episodes) / len(self.episodes)
 
+    def summary(self) -> str:
+        """A table of the episodes, then the success rate, the mean latency and the render path."""
+        lines = [f"{'episode':>7} {'seed':>6} {'steps':>6} {'max reward':>11} {'final reward':>13} {'success':>8}"]
+        for index, episode in enumerate(self.episodes):
+            lines.append(
+                f"{index:>7} {episode.seed:>6} {episode.steps:>6} {episode.max_reward:>11g} "
+                f"{episode.final_reward:>13g} {'yes' if episode.success else 'no':>8}"
+            )
+        successes = sum(episode.success for episode in self.episodes)
+        size = "x".join(map(str, self.image_size)) if self.image_size else "none"
+        lines.append(
+            f"success rate: {successes}/{len(self.episodes)} ({self.success_rate:.0%}) on {self.task}; "
+            f"mean inference latency {self.mean_latency_ms:.1f} ms; render {self.render}, images {size}"
+        )
+        return "\n".join(lines)
+
     def to_json(self) -> str:
         """The results as JSON text: every attribute plus ``success_rate``, episodes as objects."""
         data = attrs.asdict(self, recurse=True)
