@@ -254,6 +254,7 @@ def test_pi_run_eval_aloha_sim_in_process(pi, tmp_path):
             ["--server", "ws://127.0.0.1:1", "--config", "pi0_aloha_sim"],
             "--server evaluates a served policy; drop --config",
         ),
+        (["--server", "ws://127.0.0.1:1", "--num-steps", "5"], "--server evaluates a served policy; drop --num-steps"),
     ],
 )
 def test_pi_run_eval_aloha_sim_usage_errors(pi, tmp_path, args, message):

@@ -67,9 +67,7 @@ def _import_sim(module: str) -> Any:
 @click.option(
     "--num-steps",
     type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="In-process policy: flow-matching steps per chunk.",
+    help="In-process policy: flow-matching steps per chunk (default: the model's, 10 for π0).",
 )
 def eval_aloha_sim(
     task: str,
@@ -83,7 +81,7 @@ def eval_aloha_sim(
     config_name: str | None,
     checkpoint: str | None,
     backend: str | None,
-    num_steps: int,
+    num_steps: int | None,
 ) -> None:
     """Run a policy closed loop in the ALOHA simulator and write its success rate to --out.
 
@@ -98,7 +96,7 @@ def eval_aloha_sim(
 
     from openpi_core.errors import OpenpiError
 
-    in_process = {"--config": config_name, "--checkpoint": checkpoint, "--backend": backend}
+    in_process = {"--config": config_name, "--checkpoint": checkpoint, "--backend": backend, "--num-steps": num_steps}
     if server is not None and any(in_process.values()):
         given = ", ".join(flag for flag, value in in_process.items() if value)
         raise click.UsageError(f"--server evaluates a served policy; drop {given}")
@@ -143,7 +141,7 @@ def _client(server: str) -> tuple[Any, dict[str, Any], Any]:
 
 
 def _in_process(
-    config_name: str | None, checkpoint: str | None, backend: str | None, num_steps: int
+    config_name: str | None, checkpoint: str | None, backend: str | None, num_steps: int | None
 ) -> tuple[Any, dict]:
     """The policy loaded as ``pi run serve`` loads it (ALOHA when no preset names the robot), and its metadata."""
     from openpi_cli.serve import load_policy
