@@ -20,7 +20,7 @@ Every array of an episode is ``[T, *shape]`` (cameras HWC uint8 ``[T, H, W, 3]``
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,20 @@ class _VideoWriter:
     def close(self) -> None:
         self._container.mux(self._stream.encode(None))
         self._container.close()
+
+
+def write_video(
+    path: str | Path, frames: Sequence[np.ndarray], fps: int, settings: VideoSettings = DEFAULT_VIDEO
+) -> Path:
+    """Encode ``frames`` (uint8 ``[H, W, 3]`` each) as one MP4 at ``fps``; returns ``path``."""
+    path = Path(path)
+    height, width = np.shape(frames[0])[:2]
+    writer = _VideoWriter(path, fps, height, width, settings)
+    try:
+        writer.write(frames)
+    finally:
+        writer.close()
+    return path
 
 
 def _feature_shape(feature: Mapping[str, Any]) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ import numpy as np
 from gym_aloha import constants as gym_constants
 
 from openpi_core.client import ActionChunkBroker
-from openpi_core.data.lerobot import import_av
+from openpi_core.data.writer import write_video
 from openpi_core.errors import InputError
 from openpi_embodiment_aloha.aloha import ACTION_DIM
 from openpi_embodiment_aloha.sim.env import MAX_REWARD, AlohaSimEnv
@@ -203,23 +203,6 @@ class _ChunkController:
         return self._broker.infer(observation)["actions"]
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = FPS) -> Path:
-    """Encode ``frames`` (uint8 ``[H, W, 3]`` each, even sizes) as an H.264 MP4 at ``fps``; returns ``path``."""
-    av = import_av()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width, _ = frames[0].shape
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index, frame in enumerate(frames):
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video_frame.pts = index
-            container.mux(stream.encode(video_frame))
-        container.mux(stream.encode(None))
-    return path
-
-
 def evaluate(
     policy_fn: PolicyFn,
     env: AlohaSimEnv,
@@ -266,7 +249,7 @@ def evaluate(
         image_shape = tuple(frames[0].shape[:2]) if frames else None
         video = None
         if video_dir is not None:
-            video = str(write_video(Path(video_dir) / f"{env.task}_seed{episode_seed}.mp4", frames))
+            video = str(write_video(Path(video_dir) / f"{env.task}_seed{episode_seed}.mp4", frames, FPS))
         result = EpisodeResult(
             seed=episode_seed,
             steps=len(run.rewards),
