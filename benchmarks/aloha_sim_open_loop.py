@@ -26,6 +26,7 @@ import numpy as np
 
 from openpi_cli.serve import load_policy
 from openpi_core.data.lerobot import LeRobotDataset
+from openpi_embodiment_aloha.sim.record import dataset_keys
 
 ARM_JOINTS = {"left": slice(0, 6), "right": slice(7, 13)}
 
@@ -46,6 +47,7 @@ def main() -> None:
     )
     horizon = int(policy.metadata["action_horizon"])
     dataset = LeRobotDataset(args.dataset, action_horizon=horizon)
+    camera, state, action = dataset_keys()
     joints = ARM_JOINTS[args.arm]
     episodes = range(0, dataset.num_episodes, args.every)
     print(f"{len(episodes)} episodes, chunks of {horizon}, {args.arm} arm joints (rad)\n")
@@ -58,12 +60,12 @@ def main() -> None:
                 continue
             item = dataset[start + t]
             observation = {
-                "state": item["observation.state"],
-                "images": {"cam_high": item["observation.images.top"]},
+                "state": item[state],
+                "images": {"cam_high": item[camera]},
                 "prompt": item["task"],
             }
             predicted.append(policy.infer(observation)["actions"][:horizon, joints])
-            recorded.append(item["action"][:, joints])
+            recorded.append(item[action][:, joints])
         recorded_chunks = np.stack(recorded)
         policy_error = np.abs(np.stack(predicted) - recorded_chunks).mean()
         baseline_error = np.abs(recorded_chunks.mean(0) - recorded_chunks).mean()

@@ -35,6 +35,13 @@ IMAGE_SIZE = 224
 """Side of the recorded square camera image (the model's input size)."""
 
 
+def dataset_keys() -> tuple[str, str, str]:
+    """The recorded ``(camera, state, action)`` feature names, from the ALOHA embodiment's LeRobot repack."""
+    names = lerobot_keys(AlohaEmbodiment())
+    camera, state, action = (lerobot_name(key, names) for key in ("images/cam_high", "state", "actions"))
+    return camera, state, action
+
+
 @attrs.frozen
 class Recording:
     """What :func:`record_dataset` wrote: the dataset, its episodes' seeds and the seeds left out."""
@@ -79,8 +86,7 @@ def record_dataset(
         raise InputError(f"{str(out)!r} already exists; pass overwrite=True to replace it")
     env = AlohaSimEnv(task, render=render, image_size=IMAGE_SIZE)
     expert = ScriptedExpert(env)
-    names = lerobot_keys(AlohaEmbodiment())
-    camera, state, action = (lerobot_name(key, names) for key in ("images/cam_high", "state", "actions"))
+    camera, state, action = dataset_keys()
     features = {
         camera: {"dtype": "video", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3]},
         state: {"dtype": "float32", "shape": [STATE_DIM]},
