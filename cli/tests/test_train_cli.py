@@ -160,6 +160,16 @@ def test_train_config_file_with_flags_overriding(files, tmp_path):
     assert state.train_config["lr_schedule"]["peak_lr"] == 1e-3
 
 
+def test_episode_starts_in_the_train_config_oversample_the_first_frames(files, tmp_path):
+    (tmp_path / "train.toml").write_text('exp_name = "tiny"\n[episode_starts]\nframes = 3\nrepeats = 4\n')
+    result = invoke(files, tmp_path, "--train-config", str(tmp_path / "train.toml"), "--set", "num_train_steps=2")
+    assert result.exit_code == 0, result.output
+    state, _ = ckpt.load_train_checkpoint(tmp_path / "pi0_aloha_sim" / "tiny")
+    # Two episodes of 12 frames, each with its first 3 frames visited 3 more times.
+    assert state.loader_state["num_samples"] == 2 * 12 + 2 * 3 * 3
+    assert state.train_config["episode_starts"] == {"frames": 3, "repeats": 4}
+
+
 def test_unknown_train_config_field_is_a_clear_error(files, tmp_path):
     result = invoke(files, tmp_path, "--set", "batch_sise=3")
     assert result.exit_code != 0

@@ -1,5 +1,6 @@
 """The batch loader: seeded order, exact resume, and workers that change nothing."""
 
+import collections
 import itertools
 import json
 import threading
@@ -12,6 +13,7 @@ pytest.importorskip("av")
 
 from openpi_core.data import LeRobotDataset, collate, create_data_loader
 from openpi_core.data.loader import _dumps
+from openpi_core.data.oversample import EpisodeStartOversampling
 from openpi_core.data.testing import make_synthetic_dataset
 from openpi_core.errors import InputError
 from openpi_core.transforms import PadStatesAndActions, RepackTransform, ResizeImages
@@ -174,3 +176,34 @@ def test_locks_are_recreated_when_sent_to_workers():
     class_with_lock = {"lock": threading.Lock(), "rlock": threading.RLock()}
     restored = pickle.loads(_dumps(class_with_lock))
     assert restored["lock"].acquire(blocking=False) and restored["rlock"].acquire(blocking=False)
+
+
+def test_episode_start_oversampling_repeats_the_first_frames_of_every_episode(dataset):
+    samples = EpisodeStartOversampling(dataset, frames=6, repeats=3)
+
+    visits = collections.Counter(
+        (int(item["episode_index"]), int(item["frame_index"])) for item in (samples[i] for i in range(len(samples)))
+    )
+
+    # Episodes of 7, 5 and 6 frames; the 5-frame episode has only 5 first frames to repeat.
+    assert len(samples) == 18 + 2 * (6 + 5 + 6)
+    for (episode, frame), count in visits.items():
+        assert count == (3 if frame < 6 else 1), (episode, frame)
+    assert sorted(visits) == [(e, f) for e, length in enumerate([7, 5, 6]) for f in range(length)]
+
+
+def test_episode_start_oversampling_feeds_the_loader_with_every_listed_sample(dataset):
+    samples = EpisodeStartOversampling(dataset, frames=1, repeats=4)
+    loader = create_data_loader(samples, [], batch_size=len(samples), seed=0)
+
+    batch = next(iter(loader))
+
+    assert (
+        collections.Counter(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))[(1, 0)]
+        == 4
+    )
+
+
+def test_episode_start_oversampling_rejects_non_positive_counts(dataset):
+    with pytest.raises(InputError, match="positive frames and repeats"):
+        EpisodeStartOversampling(dataset, frames=0, repeats=2)

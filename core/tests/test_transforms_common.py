@@ -4,6 +4,7 @@ import pytest
 from openpi_core.errors import InputError
 from openpi_core.transforms import (
     AbsoluteActions,
+    CropImages,
     DeltaActions,
     InjectDefaultPrompt,
     PadStatesAndActions,
@@ -159,6 +160,37 @@ def test_resize_images_resizes_every_camera():
 def test_resize_images_names_the_bad_camera():
     with pytest.raises(InputError, match="'wrist'"):
         ResizeImages(8, 8)({"image": {"wrist": np.zeros((4, 4), np.uint8)}})
+
+
+def test_crop_images_cuts_the_fractional_window_from_every_camera():
+    top = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    batched_wrist = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    data = {"image": {"top": top, "wrist": batched_wrist}, "state": 0}
+
+    out = CropImages(top=0.25, left=0.5, height=0.5, width=0.5)(data)
+
+    np.testing.assert_array_equal(out["image"]["top"], top[2:6, 4:8])
+    np.testing.assert_array_equal(out["image"]["wrist"], batched_wrist[:, 1:3, 3:6])
+    assert out["state"] == 0
+    assert data["image"]["top"].shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ((0.5, 0.0, 0.6, 1.0), "inside the image"),
+        ((0.0, 0.0, 0.0, 1.0), "non-empty"),
+        ((-0.1, 0.0, 0.5, 0.5), "fraction"),
+    ],
+)
+def test_crop_images_rejects_a_window_outside_the_image(window, message):
+    with pytest.raises(InputError, match=message):
+        CropImages(*window)
+
+
+def test_crop_images_names_the_bad_camera():
+    with pytest.raises(InputError, match="'wrist'"):
+        CropImages(0.0, 0.0, 0.5, 0.5)({"image": {"wrist": np.zeros((4, 4), np.uint8)}})
 
 
 def test_compose_chains_common_transforms():

@@ -235,6 +235,7 @@ def _train(
     from openpi_core.data.lerobot import LeRobotDataset
     from openpi_core.data.loader import create_data_loader
     from openpi_core.data.norm_stats import compute_norm_stats
+    from openpi_core.data.oversample import EpisodeStartOversampling
     from openpi_core.download import is_url, maybe_download
     from openpi_core.errors import InputError
     from openpi_core.plugins import get_backend, get_config, get_embodiment
@@ -304,8 +305,10 @@ def _train(
         with tqdm(total=len(dataset), desc="norm stats", unit="frames", file=sys.stderr) as bar:
             stats = compute_norm_stats(dataset, stats_transforms(recipe), progress=bar.update)
 
+    starts = train_config.episode_starts
+    samples = EpisodeStartOversampling(dataset, starts.frames, starts.repeats) if starts else dataset
     loader = create_data_loader(
-        dataset,
+        samples,
         training_transforms(recipe, stats),
         train_config.batch_size,
         seed=train_config.seed,

@@ -13,11 +13,13 @@ from openpi_core.data.augment import augment_batch, augment_images
 from openpi_core.data.lerobot import EpisodeInfo, LeRobotDataset
 from openpi_core.data.loader import DataLoader, collate, create_data_loader
 from openpi_core.data.norm_stats import compute_norm_stats
+from openpi_core.data.oversample import EpisodeStartOversampling
 from openpi_core.data.writer import LeRobotWriter, VideoSettings
 
 __all__ = [
     "DataLoader",
     "EpisodeInfo",
+    "EpisodeStartOversampling",
     "LeRobotDataset",
     "LeRobotWriter",
     "VideoSettings",

@@ -53,6 +53,16 @@ def _positive(_instance, attribute: attrs.Attribute, value: int) -> None:
 
 
 @attrs.frozen
+class EpisodeStartsConfig:
+    """Oversample the first ``frames`` of every episode: each is visited ``repeats`` times
+    per pass over the data, every other frame once
+    (:class:`openpi_core.data.oversample.EpisodeStartOversampling`)."""
+
+    frames: int = attrs.field(validator=_positive)
+    repeats: int = attrs.field(validator=_positive)
+
+
+@attrs.frozen
 class TrainConfig:
     """Everything ``pi run train`` needs besides the model config and the data.
 
@@ -85,3 +95,5 @@ class TrainConfig:
     precision: str = "bfloat16"
     """Compute dtype of the training step: ``bfloat16`` (mixed precision with float32
     master weights) or ``float32``."""
+    episode_starts: EpisodeStartsConfig | None = None
+    """Oversample the first frames of every episode (None: every frame once per pass)."""

@@ -3,6 +3,7 @@
 from openpi_core.transforms.base import CompositeTransform, DataDict, DataTransform, Group, compose
 from openpi_core.transforms.common import (
     AbsoluteActions,
+    CropImages,
     DeltaActions,
     InjectDefaultPrompt,
     PadStatesAndActions,
@@ -18,6 +19,7 @@ from openpi_core.transforms.normalize import Normalize, NormStats, Unnormalize, 
 __all__ = [
     "AbsoluteActions",
     "CompositeTransform",
+    "CropImages",
     "DataDict",
     "DataTransform",
     "DeltaActions",

@@ -209,6 +209,53 @@ class PromptFromLeRobotTask:
         return {**data, "prompt": self.tasks[index]}
 
 
+def _unit_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{type(instance).__name__}: {attribute.name} should be a fraction in [0, 1], got {value}")
+
+
+@attrs.frozen
+class CropImages:
+    """Cut the same window out of every camera in ``data["image"]``.
+
+    The window is given as fractions of each image's height and width, so one crop
+    fits any resolution: ``CropImages(0.25, 0.25, 0.5, 0.5)`` keeps the middle half of
+    each side, rows 56..167 and columns 56..167 of a 224x224 image. Images are
+    ``[..., H, W, C]``; leading batch dims are kept.
+
+    Raises:
+        InputError: the window leaves the image, ``image`` is missing or not a dict of
+            cameras, or an image has fewer than 3 dims.
+    """
+
+    top: float = attrs.field(validator=_unit_fraction)
+    left: float = attrs.field(validator=_unit_fraction)
+    height: float = attrs.field(validator=_unit_fraction)
+    width: float = attrs.field(validator=_unit_fraction)
+
+    def __attrs_post_init__(self) -> None:
+        if self.height == 0.0 or self.width == 0.0 or self.top + self.height > 1.0 or self.left + self.width > 1.0:
+            raise InputError(
+                f"CropImages: the window top={self.top} left={self.left} height={self.height} width={self.width} "
+                "should be non-empty and lie inside the image (top + height <= 1, left + width <= 1)"
+            )
+
+    def __call__(self, data: DataDict) -> DataDict:
+        images = data.get("image")
+        if not isinstance(images, Mapping):
+            raise InputError(f"CropImages needs data['image'] to be a dict of cameras; got keys {sorted(data)}")
+        cropped = {}
+        for name, image in images.items():
+            image = np.asarray(image)
+            if image.ndim < 3:
+                raise InputError(f"CropImages: image {name!r} should be [..., H, W, C], got shape {list(image.shape)}")
+            rows, cols = image.shape[-3], image.shape[-2]
+            top, left = round(self.top * rows), round(self.left * cols)
+            height, width = max(1, round(self.height * rows)), max(1, round(self.width * cols))
+            cropped[name] = image[..., top : top + height, left : left + width, :]
+        return {**data, "image": cropped}
+
+
 @attrs.frozen
 class ResizeImages:
     """Apply :func:`~openpi_core.transforms.image.resize_with_pad` to every camera in ``data["image"]``.
