@@ -1,11 +1,13 @@
 """Every named preset points at an installed embodiment and a family that matches its config."""
 
+import json
 from pathlib import Path
 
 import pytest
 import sentencepiece
 
 from openpi_core.plugins import PluginManager
+from openpi_core.serialization import unstructure
 from openpi_embodiment_aloha import plugin as aloha
 from openpi_embodiment_droid import plugin as droid
 from openpi_embodiment_libero import plugin as libero
@@ -31,6 +33,10 @@ def test_preset_is_consistent(name):
         assert preset.norm_stats is None
         assert (Path(preset.checkpoint) / "norm_stats.json").is_file()
         assert (Path(preset.checkpoint) / "assets" / "tokenizer.model").is_file()
+        stored = json.loads((Path(preset.checkpoint) / "manifest.json").read_text())["config"]
+        assert stored == json.loads(json.dumps(unstructure(preset.model_config))), (
+            "the shipped weights were trained with another model config"
+        )
     else:
         assert preset.checkpoint.startswith("gs://openpi-assets/checkpoints/")
         assert preset.norm_stats.startswith(preset.checkpoint + "/assets/")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from openpi_core.models.config import GemmaConfig, Pi0Config, SiglipConfig
 from openpi_core.specs import NamedConfig
+from openpi_core.transforms import CropImages
 
 CHECKPOINTS = "gs://openpi-assets/checkpoints"
 SIM_TOKENIZER = str(Path(__file__).resolve().parent / "assets" / "sim_tokenizer.model")
@@ -22,12 +23,15 @@ SMALL_SIM_MODEL = Pi0Config(
     vision=SiglipConfig(width=96, depth=3, mlp_dim=384, num_heads=4, image_size=(112, 112)),
     vocab_size=68,
     action_dim=14,
-    action_horizon=20,
+    action_horizon=50,
     max_token_len=12,
     dtype="float32",
     image_keys=("base_0_rgb",),
 )
-"""A 1.7 M-parameter π0 sized for a CPU: the top camera only, at 112x112 (64 patches)."""
+"""A 1.7 M-parameter π0 sized for a CPU: the top camera only, its middle at 112x112 (64 patches)."""
+SIM_CROP = CropImages(top=0.25, left=0.25, height=0.5, width=0.5)
+"""The middle half of the simulator's top view, where the cube lies at every reset: rows and
+columns 56..167 of the 224x224 recording, kept at full resolution so the cube spans a patch."""
 
 PRESETS = (
     NamedConfig(
@@ -92,5 +96,6 @@ PRESETS = (
         checkpoint=SIM_CHECKPOINT,
         default_prompt="Transfer cube",
         tokenizer=SIM_TOKENIZER,
+        extra_transforms=(SIM_CROP,),
     ),
 )
