@@ -5,7 +5,7 @@ unchanged. Shapes: ``state`` ``[..., S]``, ``actions`` ``[..., H, A]`` (horizon 
 with the same leading batch dims, if any, on both.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -209,6 +209,24 @@ class PromptFromLeRobotTask:
         return {**data, "prompt": self.tasks[index]}
 
 
+def _map_cameras(data: DataDict, what: str, fn: Callable[[Any], np.ndarray]) -> DataDict:
+    """Apply ``fn`` to every camera of ``data["image"]``; an :class:`InputError` names the camera.
+
+    Raises:
+        InputError: ``image`` is missing or not a dict of cameras, or ``fn`` rejected an image.
+    """
+    images = data.get("image")
+    if not isinstance(images, Mapping):
+        raise InputError(f"{what} needs data['image'] to be a dict of cameras; got keys {sorted(data)}")
+    out = {}
+    for name, image in images.items():
+        try:
+            out[name] = fn(image)
+        except InputError as error:
+            raise InputError(f"{what}: image {name!r}: {error}") from error
+    return {**data, "image": out}
+
+
 def _unit_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise InputError(f"{type(instance).__name__}: {attribute.name} should be a fraction in [0, 1], got {value}")
@@ -241,19 +259,16 @@ class CropImages:
             )
 
     def __call__(self, data: DataDict) -> DataDict:
-        images = data.get("image")
-        if not isinstance(images, Mapping):
-            raise InputError(f"CropImages needs data['image'] to be a dict of cameras; got keys {sorted(data)}")
-        cropped = {}
-        for name, image in images.items():
-            image = np.asarray(image)
-            if image.ndim < 3:
-                raise InputError(f"CropImages: image {name!r} should be [..., H, W, C], got shape {list(image.shape)}")
-            rows, cols = image.shape[-3], image.shape[-2]
-            top, left = round(self.top * rows), round(self.left * cols)
-            height, width = max(1, round(self.height * rows)), max(1, round(self.width * cols))
-            cropped[name] = image[..., top : top + height, left : left + width, :]
-        return {**data, "image": cropped}
+        return _map_cameras(data, "CropImages", self._crop)
+
+    def _crop(self, image: Any) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim < 3:
+            raise InputError(f"should be [..., H, W, C], got shape {list(image.shape)}")
+        rows, cols = image.shape[-3], image.shape[-2]
+        top, left = round(self.top * rows), round(self.left * cols)
+        height, width = max(1, round(self.height * rows)), max(1, round(self.width * cols))
+        return image[..., top : top + height, left : left + width, :]
 
 
 @attrs.frozen
@@ -268,13 +283,4 @@ class ResizeImages:
     width: int = attrs.field(validator=_positive)
 
     def __call__(self, data: DataDict) -> DataDict:
-        images = data.get("image")
-        if not isinstance(images, Mapping):
-            raise InputError(f"ResizeImages needs data['image'] to be a dict of cameras; got keys {sorted(data)}")
-        resized = {}
-        for name, image in images.items():
-            try:
-                resized[name] = resize_with_pad(image, self.height, self.width)
-            except InputError as error:
-                raise InputError(f"ResizeImages: image {name!r}: {error}") from error
-        return {**data, "image": resized}
+        return _map_cameras(data, "ResizeImages", lambda image: resize_with_pad(image, self.height, self.width))
