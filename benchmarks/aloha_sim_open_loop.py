@@ -1,4 +1,4 @@
-"""Open-loop check of an ALOHA sim policy on its own demonstrations: does it read the image?
+"""Open-loop check of an ALOHA sim policy on recorded demonstrations: does it read the image?
 
 For every ``--every``-th episode of a ``pi data aloha-sim`` dataset and each step ``t`` of
 ``--times``, the policy gets the recorded observation (camera, state, prompt) and predicts
@@ -14,8 +14,11 @@ image (where the cube is) tells episodes apart. A ``policy`` error at or above t
 baseline there means the policy has not learned to find the cube; later in the episode
 the arm's own motion gives the target away, so the errors there say little about vision.
 
-    python benchmarks/aloha_sim_open_loop.py --dataset ./cube --config pi0_aloha_sim_small \\
-        --checkpoint checkpoints/pi0_aloha_sim_small/small/8000/model --backend jax
+Use a recording the policy did not train on to see whether it finds cubes it has not
+seen (``pi data aloha-sim --episodes 20 --seed 5000 --out ./heldout``):
+
+    python benchmarks/aloha_sim_open_loop.py --dataset ./heldout --every 1 --config pi0_aloha_sim_small \\
+        --checkpoint checkpoints/pi0_aloha_sim_small/small/15000/model --backend jax
 
 Needs the ``sim`` extra of openpi-embodiment-aloha (for the preset's plugin) and a backend.
 """

@@ -31,7 +31,8 @@ SMALL_SIM_MODEL = Pi0Config(
 """A 1.7 M-parameter π0 sized for a CPU: the top camera only, its middle at 112x112 (64 patches)."""
 SIM_CROP = CropImages(top=0.25, left=0.25, height=0.5, width=0.5)
 """The middle half of the simulator's top view, where the cube lies at every reset: rows and
-columns 56..167 of the 224x224 recording, kept at full resolution so the cube spans a patch."""
+columns 56..167 of the 224x224 recording, kept at full resolution so the cube's 6x7 pixels
+cover a fifth of a 14-px patch (a twentieth on the whole view at 112x112)."""
 
 PRESETS = (
     NamedConfig(
