@@ -1,6 +1,8 @@
 """The ``pi`` command over real plugins, with a broken one among them."""
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -52,6 +54,33 @@ def test_unknown_embodiment_suggests_and_exits_non_zero(manager_with_broken_plug
     result = CliRunner().invoke(cli, ["embodiments", "show", "alhoa"])
     assert result.exit_code != 0
     assert "Did you mean 'aloha'?" in result.output
+
+
+def test_plugins_raising_system_exit_or_keyboard_interrupt_at_import_do_not_end_pi(tmp_path):
+    for module, body in (
+        ("exitplug", "raise SystemExit('no robot here')\n"),
+        ("ctrlcplug", "raise KeyboardInterrupt\n"),
+    ):
+        (tmp_path / f"{module}.py").write_text(body)
+        info = tmp_path / f"{module}_dist-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-dist\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[openpi]\n{module} = {module}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PI_LOAD_PLUGINS": "aloha,exitplug,ctrlcplug",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "openpi_cli", "plugins"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    assert "FAILED: SystemExit: no robot here" in rows["exitplug"]
+    assert "FAILED: KeyboardInterrupt" in rows["ctrlcplug"]
+    assert "embodiment: aloha" in rows["aloha"]
+    assert "plugin 'exitplug' failed to load: SystemExit: no robot here" in result.stderr
+    assert "plugin 'ctrlcplug' failed to load: KeyboardInterrupt" in result.stderr
 
 
 def test_version():

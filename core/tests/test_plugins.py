@@ -215,3 +215,70 @@ def test_duplicate_in_registry_raises_plugin_error():
     registry.add(FakeBackend("jax"), "a")
     with pytest.raises(PluginError, match="by plugin 'a' and by plugin 'b'"):
         registry.add(FakeBackend("jax"), "b")
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("raise SystemExit('vendor SDK not found')\n", "SystemExit: vendor SDK not found"),
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+    ],
+    ids=["system-exit-message", "sys-exit-code", "keyboard-interrupt"],
+)
+def test_plugin_raising_base_exception_at_import_is_reported_by_name(tmp_path, monkeypatch, caplog, body, error):
+    write_entry_point_plugin(tmp_path, "good-dist", "goodplug", GOOD_PLUGIN)
+    write_entry_point_plugin(tmp_path, "exiting-dist", "exitingplug", body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PI_LOAD_PLUGINS", "goodplug,exitingplug")
+    try:
+        manager = PluginManager()
+        with caplog.at_level(logging.WARNING, logger="openpi_core.plugins"):
+            infos = {info.name: info for info in manager.plugins()}
+    finally:
+        for name in ("goodplug", "exitingplug"):
+            sys.modules.pop(name, None)
+    assert infos["exitingplug"].error == error
+    assert infos["exitingplug"].distribution == "exiting-dist" and infos["exitingplug"].registered == {}
+    assert [info.name for info in manager.failures] == ["exitingplug"]
+    assert f"plugin 'exitingplug' failed to load: {error}" in caplog.text
+    assert manager.registry("backend").names() == ["fakebackend"]
+    with use_plugin_manager(manager):
+        assert plugins.get_backend("fakebackend").name == "fakebackend"
+
+
+@pytest.mark.parametrize("exception", [SystemExit, KeyboardInterrupt], ids=lambda e: e.__name__)
+def test_plugin_raising_base_exception_while_registering_is_rolled_back(exception):
+    module = plugin_module("quits", "alpha")
+
+    @hookimpl
+    def openpi_register_embodiments(register):
+        raise exception("gave up")
+
+    module.openpi_register_embodiments = openpi_register_embodiments
+    manager = PluginManager(entry_points=False, plugins=[("quits", module), ("good", plugin_module("good", "jax"))])
+    assert manager.registry("backend").names() == ["jax"]
+    assert {info.name: info.error for info in manager.failures} == {"quits": f"{exception.__name__}: gave up"}
+
+
+def test_plugin_raising_system_exit_while_adding_commands_leaves_the_others(caplog):
+    quits = types.ModuleType("quits")
+
+    @hookimpl
+    def openpi_register_commands(cli):
+        raise SystemExit("no commands today")
+
+    quits.openpi_register_commands = openpi_register_commands
+    added = []
+    good = types.ModuleType("good")
+
+    @hookimpl
+    def openpi_register_commands(cli):  # a second, separate plugin
+        added.append(cli)
+
+    good.openpi_register_commands = openpi_register_commands
+    manager = PluginManager(entry_points=False, plugins=[("quits", quits), ("good", good)])
+    with caplog.at_level(logging.WARNING, logger="openpi_core.plugins"):
+        manager.add_commands("the cli")
+    assert added == ["the cli"]
+    assert "plugin 'quits' failed to add commands: SystemExit: no commands today" in caplog.text

@@ -10,7 +10,8 @@ Loading policy, in one place:
   those. ``PI_TRACE_PLUGINS=1`` logs every hook call and registration.
 * A plugin that fails to import, implements a misspelled hook, or raises while
   registering is recorded in :attr:`PluginManager.failures` and skipped; the rest
-  keep working.
+  keep working. Any exception counts, ``SystemExit`` and ``KeyboardInterrupt``
+  included: a plugin's import must never end the host process.
 
 Tests build their own :class:`PluginManager` with ``entry_points=False`` and the
 plugin modules they want, and install it with :func:`use_plugin_manager`.
@@ -203,11 +204,12 @@ class PluginManager:
                 self.pm.unregister(module)
                 raise PluginError(f"plugin {name!r} implements a hook that does not exist: {error}") from error
             self._collect(name, registered)
-        except Exception as error:  # a broken plugin must never break the host
-            with contextlib.suppress(Exception):
+        except BaseException as error:  # even sys.exit at import must never end the host
+            with contextlib.suppress(BaseException):
                 self._forget(name, registered)
-            logger.warning("plugin %r failed to load: %s", name, error)
-            self.infos[name] = PluginInfo(name, distribution, version, {}, f"{type(error).__name__}: {error}")
+            described = _describe_error(error)
+            logger.warning("plugin %r failed to load: %s", name, described)
+            self.infos[name] = PluginInfo(name, distribution, version, {}, described)
             return
         self.infos[name] = PluginInfo(name, distribution, version, registered)
 
@@ -264,8 +266,8 @@ class PluginManager:
                 logger.info("calling openpi_register_commands of plugin %r", plugin_name)
             try:
                 function(cli=cli)
-            except Exception as error:
-                logger.warning("plugin %r failed to add commands: %s", plugin_name, error)
+            except BaseException as error:  # as in _add_plugin
+                logger.warning("plugin %r failed to add commands: %s", plugin_name, _describe_error(error))
 
 
 def _hook_function(pm: pluggy.PluginManager, hook_name: str, plugin_name: str) -> Callable[..., Any] | None:
@@ -278,6 +280,12 @@ def _hook_function(pm: pluggy.PluginManager, hook_name: str, plugin_name: str) -
         if impl.plugin_name == plugin_name:
             return impl.function
     return None
+
+
+def _describe_error(error: BaseException) -> str:
+    """``Type: message``, or ``Type`` alone when the message is empty (a bare ``KeyboardInterrupt``)."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _distribution_version(distribution: str | None) -> str | None:
