@@ -121,6 +121,22 @@ def test_to_uint8_hwc_scales_unit_floats():
     assert to_uint8_hwc(image).tolist() == [[[0, 51, 255]]]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_to_uint8_hwc_truncates_unit_floats_exactly_like_openpi(dtype, layout):
+    # openpi's policies convert float images with ``(255 * img).astype(np.uint8)``.
+    image = np.random.default_rng(0).random((3, 40, 50)).astype(dtype)
+    if layout == "hwc":
+        image = np.moveaxis(image, 0, -1)
+    expected = (255 * image).astype(np.uint8)
+    if layout == "chw":
+        expected = np.moveaxis(expected, 0, -1)
+
+    np.testing.assert_array_equal(to_uint8_hwc(image), expected)
+    # Rounding instead would move about half of the pixels by one grey level.
+    assert np.mean(np.round(255 * image) != (255 * image).astype(np.uint8)) > 0.4
+
+
 def test_to_uint8_hwc_maps_signed_floats():
     image = np.array([[[-1.0, 0.6, 1.0]]], dtype=np.float32)
 

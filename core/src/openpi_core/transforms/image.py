@@ -67,9 +67,12 @@ def to_uint8_hwc(image: np.ndarray) -> np.ndarray:
     """Convert one image, ``[H, W, C]`` or ``[C, H, W]`` with C in (1, 3), to uint8 ``[H, W, C]``.
 
     An image is taken as channels-first when its first axis has 1 or 3 entries and
-    its last does not. Float images in [0, 1] are scaled by 255; float images with
-    any negative value are taken to be in [-1, 1] and mapped to [0, 255]; both are
-    rounded. uint8 images only change layout.
+    its last does not. Float images in [0, 1] become ``(255 * image).astype(np.uint8)``,
+    truncated toward zero exactly as openpi's policies convert them (the published
+    checkpoints saw images converted that way; rounding would move about half the
+    pixels by one grey level). Float images with any negative value are taken to be
+    in [-1, 1], mapped to [0, 1] and converted the same way. uint8 images only change
+    layout.
 
     Raises:
         InputError: not 3 dimensions, floats outside [-1, 1], or a dtype that is
@@ -89,7 +92,8 @@ def to_uint8_hwc(image: np.ndarray) -> np.ndarray:
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
         raise InputError(f"float image should have values in [0, 1] or [-1, 1], got range [{low}, {high}]")
     unit = (image + 1.0) / 2.0 if low < 0.0 else image
-    return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+    # In the image's own float dtype, like openpi's ``255 * img``; the clip only absorbs the slack above.
+    return np.clip(255 * unit, 0, 255).astype(np.uint8)
 
 
 def _resize_bilinear(images: np.ndarray, height: int, width: int, *, pil_uint8: bool) -> np.ndarray:
