@@ -8,6 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from openpi_cli.inspect import dtype_kinds_in_words
 from openpi_cli.main import cli
 from openpi_core.plugins import PluginManager, use_plugin_manager
 
@@ -39,8 +40,22 @@ def test_plugins_json_and_the_rest_of_pi_keeps_working(manager_with_broken_plugi
     assert infos["brokenplug"]["distribution"] == "broken-dist"
     shown = CliRunner().invoke(cli, ["embodiments", "show", "aloha"])
     assert shown.exit_code == 0, shown.output
-    assert "images/cam_high: [3, *, *] (u)" in shown.output or "images/cam_high" in shown.output
+    assert "images/cam_high: [*, *, *] uint or float - top camera" in shown.output
     assert "action dim: 14" in shown.output
+
+
+def test_embodiments_show_prints_dtype_kinds_in_words(manager_with_broken_plugin):
+    output = CliRunner().invoke(cli, ["embodiments", "show", "aloha"]).output
+    assert "  state: [14] float, int or uint - [left joints 6" in output
+    assert "  images/cam_low: [*, *, *] uint or float (optional) - low camera" in output
+    assert "(uf)" not in output and "(fiu)" not in output
+
+
+def test_dtype_kinds_in_words():
+    assert dtype_kinds_in_words("f") == "float"
+    assert dtype_kinds_in_words("uf") == "uint or float"
+    assert dtype_kinds_in_words("fiu") == "float, int or uint"
+    assert dtype_kinds_in_words("b") == "bool"
 
 
 def test_configs_lists_presets_with_their_embodiment(manager_with_broken_plugin):

@@ -40,7 +40,7 @@ def test_echo_plugin_installed_in_a_fresh_environment_is_listed(tmp_path):
         [python, "-m", "openpi_cli", "embodiments", "show", "echo"], capture_output=True, text=True, env=environment
     )
     assert shown.returncode == 0, shown.stderr
-    assert "camera: [*, *, 3] (u)" in shown.stdout
+    assert "camera: [*, *, 3] uint - RGB, HWC uint8" in shown.stdout
 
 
 def test_echo_transforms_follow_the_embodiment_contract(monkeypatch):

@@ -8,6 +8,7 @@ import click
 
 from openpi_core.errors import UnknownNameError
 from openpi_core.plugins import get_embodiment, get_plugin_manager
+from openpi_core.schema import ArraySpec
 from openpi_core.transforms import Group
 
 
@@ -83,6 +84,27 @@ def _describe_transforms(group: Group) -> list[str]:
     ]
 
 
+DTYPE_KIND_WORDS = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex", "U": "str", "S": "bytes"}
+"""Words for numpy dtype kind letters, as ``pi embodiments show`` prints them."""
+
+
+def dtype_kinds_in_words(kinds: str) -> str:
+    """``"uf"`` -> ``"uint or float"``, ``"fiu"`` -> ``"float, int or uint"`` (in the spec's order)."""
+    words = [DTYPE_KIND_WORDS.get(kind, repr(kind)) for kind in kinds]
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _describe_spec(spec: ArraySpec) -> str:
+    """``[3, *, *] uint or float``, then ``(optional)`` and the description."""
+    dims = ", ".join("*" if dim is None else str(dim) for dim in spec.shape)
+    line = f"[{dims}] {dtype_kinds_in_words(spec.dtype_kind)}"
+    if not spec.required:
+        line += " (optional)"
+    return f"{line} - {spec.description}" if spec.description else line
+
+
 def _transform_name(transform: Any) -> str:
     return repr(transform) if attrs.has(type(transform)) else type(transform).__name__
 
@@ -101,8 +123,7 @@ def show_embodiment(name: str, family: str) -> None:
     click.echo(f"default prompt: {embodiment.default_prompt!r}")
     click.echo("observation schema:")
     for key, spec in embodiment.observation_schema.items():
-        optional = "" if spec.required else " (optional)"
-        click.echo(f"  {key}: {spec.describe()}{optional} {spec.description}".rstrip())
+        click.echo(f"  {key}: {_describe_spec(spec)}")
     click.echo(f"transforms for {family}:")
     for line in _describe_transforms(embodiment.transforms(family)):
         click.echo(line)
