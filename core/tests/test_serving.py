@@ -430,3 +430,117 @@ def _metric(text: str, series: str) -> float:
         if name == series:
             return float(value)
     raise AssertionError(f"{series} not in metrics:\n{text}")
+
+
+class GatedPolicy(FakePolicy):
+    """A :class:`FakePolicy` whose ``run`` waits for ``gate`` (so requests pile up behind it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def run(self, prepared: list[dict]) -> list[dict]:
+        self.running.set()
+        assert self.gate.wait(TIMEOUT_S)
+        return super().run(prepared)
+
+
+def test_a_non_finite_answer_is_never_sent_and_is_counted():
+    # 3e38 is a finite float32, but the fake policy's 2 * state + 0.5 overflows to inf,
+    # as a real model's activations do.
+    with serve(FakePolicy()) as background:
+        port = background.server.port
+        with open_robot(port) as robot:
+            text, code = refusal(robot, wire.pack({"state": np.array([3e38, 1.0], np.float32)}))
+        with open_robot(port) as robot:
+            np.testing.assert_array_equal(ask(robot, np.ones(2, np.float32))["actions"], expected_actions(np.ones(2)))
+        _, _, metrics = http_get(port, "/metrics")
+    assert text.startswith("OpenpiError: the policy answered a non-finite value in 'actions'")
+    assert code == wire.CLOSE_INTERNAL_ERROR
+    assert _metric(metrics, 'openpi_errors_total{kind="non_finite_output"}') == 1
+
+
+def test_more_robots_than_max_connections_are_refused_at_the_handshake_until_one_leaves():
+    with serve(FakePolicy(), max_connections=2) as background:
+        port = background.server.port
+        with open_robot(port), open_robot(port) as second:
+            with pytest.raises(InvalidStatus) as refused, open_robot(port):
+                pass
+            assert ask(second, np.ones(2, np.float32))["actions"].shape == (HORIZON, 2)
+        response = refused.value.response
+        assert response.status_code == 503 and b"2 robots are connected" in response.body
+        with open_robot(port) as robot:  # both left: admitted again
+            np.testing.assert_array_equal(ask(robot, np.ones(2, np.float32))["actions"], expected_actions(np.ones(2)))
+        _, _, metrics = http_get(port, "/metrics")
+    assert _metric(metrics, 'openpi_errors_total{kind="too_many_connections"}') == 1
+
+
+def test_a_request_beyond_max_queue_is_refused_with_1013_and_the_queued_one_is_answered():
+    policy = GatedPolicy()
+    with serve(policy, max_queue=1) as background:
+        port = background.server.port
+        with open_robot(port) as first, open_robot(port) as second:
+            first.send(wire.pack({"state": np.ones(2, np.float32)}))
+            assert policy.running.wait(TIMEOUT_S)
+            text, code = refusal(second, wire.pack({"state": np.ones(2, np.float32)}))
+            policy.gate.set()
+            np.testing.assert_array_equal(
+                wire.unpack(first.recv(timeout=TIMEOUT_S))["actions"], expected_actions(np.ones(2))
+            )
+        _, _, metrics = http_get(port, "/metrics")
+    assert text.startswith("OpenpiError: server is busy: 1 requests are queued") and "retry" in text
+    assert code == wire.CLOSE_TRY_AGAIN_LATER
+    assert _metric(metrics, 'openpi_errors_total{kind="busy"}') == 1
+
+
+def test_requests_of_robots_that_left_are_never_computed():
+    policy = GatedPolicy()
+    with serve(policy) as background:
+        port = background.server.port
+        with open_robot(port) as busy:
+            busy.send(wire.pack({"state": np.ones(2, np.float32)}))
+            assert policy.running.wait(TIMEOUT_S)
+            for _ in range(5):  # send one request each, then hang up without waiting
+                with open_robot(port) as leaver:
+                    leaver.send(wire.pack({"state": np.full(2, 7.0, np.float32)}))
+            deadline = time.monotonic() + TIMEOUT_S
+            while _metric(http_get(port, "/metrics")[2], 'openpi_errors_total{kind="abandoned"}') < 5:
+                assert time.monotonic() < deadline, "the abandoned requests were never dropped"
+                time.sleep(0.01)
+            policy.gate.set()
+            assert busy.recv(timeout=TIMEOUT_S)
+            np.testing.assert_array_equal(
+                ask(busy, np.full(2, 3.0, np.float32))["actions"], expected_actions(np.full(2, 3.0))
+            )
+    assert policy.batch_sizes == [1, 1]  # the busy robot's two requests, nothing for the five that left
+
+
+def test_a_pipelining_robot_is_not_read_ahead_of_its_request():
+    policy = GatedPolicy()
+    frame = wire.pack({"state": np.ones(2, np.float32), "pad": np.zeros(256 * 1024, np.uint8)})
+    with serve(policy, recv_queue=1) as background:
+        port = background.server.port
+        with open_robot(port) as robot:
+            robot.send(frame)
+            assert policy.running.wait(TIMEOUT_S)
+            for _ in range(12):
+                robot.send(frame)
+            (connection,) = background.server._server.connections
+            deadline = time.monotonic() + TIMEOUT_S
+            while connection.transport.is_reading():
+                assert time.monotonic() < deadline, "the server kept reading frames it cannot answer yet"
+                time.sleep(0.01)
+            policy.gate.set()
+            answers = [wire.unpack(robot.recv(timeout=TIMEOUT_S)) for _ in range(13)]
+    assert all(np.array_equal(answer["actions"], expected_actions(np.ones(2))) for answer in answers)
+
+
+def test_a_refused_request_is_logged_in_one_short_line_without_traceback(caplog):
+    huge_dtype = {b"__ndarray__": True, b"data": b"", b"dtype": "f" * 100_000, b"shape": [0]}
+    with serve(FakePolicy()) as background, open_robot(background.server.port) as robot:
+        text, code = refusal(robot, msgpack.packb({"state": huge_dtype}))
+    refused = [record for record in caplog.records if record.getMessage().startswith("refused a request")]
+    assert code == wire.CLOSE_POLICY_VIOLATION
+    assert text.startswith("WireError: unknown dtype 'ffff") and len(text.encode()) <= wire.MAX_ERROR_BYTES
+    assert len(refused) == 1 and refused[0].exc_info is None
+    assert len(refused[0].getMessage().encode()) <= wire.MAX_ERROR_BYTES + 100

@@ -15,6 +15,8 @@ Contract:
   batches grow by themselves.
 - If ``policy.run`` raises, or returns the wrong number of results, every request
   of that batch fails with :class:`PolicyRunError`; later batches are unaffected.
+- A request whose ``submit`` was cancelled (its robot left) is dropped before it
+  joins a batch, so it costs no model time.
 """
 
 import asyncio
@@ -99,11 +101,18 @@ class Batcher:
 
     async def _serve(self) -> None:
         while True:
-            while not self._pending:
+            while not self._drop_cancelled():
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = await self._collect(self._pending[0])
-            await self._run_batch(batch)
+            if batch:
+                await self._run_batch(batch)
+
+    def _drop_cancelled(self) -> int:
+        """Forget requests whose submitter gave up; how many are left."""
+        if any(request.result.done() for request in self._pending):
+            self._pending = collections.deque(r for r in self._pending if not r.result.done())
+        return len(self._pending)
 
     async def _collect(self, first: _Request) -> list[_Request]:
         deadline = first.arrival + self._window_s
@@ -116,6 +125,7 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
+        self._drop_cancelled()
         batch = [request for request in self._pending if request.key == first.key][: self._max_batch]
         taken = set(map(id, batch))
         self._pending = collections.deque(request for request in self._pending if id(request) not in taken)

@@ -14,8 +14,18 @@ answers those in flight, then closes every connection with code 1001.
 :class:`BackgroundServer` runs it on a thread of its own, beside a robot client
 in the same process.
 
-Every refused request is logged with its traceback; what the robot receives is
-described in :mod:`openpi_core.wire`.
+Every refused request is logged in one line (with its traceback only when the
+server is at fault); what the robot receives is described in :mod:`openpi_core.wire`.
+
+Bounds: at most ``max_connections`` robots at once (more are refused at the
+handshake with HTTP 503), at most ``recv_queue`` received frames buffered per
+connection before the server stops reading from it, at most ``max_queue`` requests
+being prepared or waiting for the model (more are refused with 1013, "busy"), and a
+request whose robot has disconnected is dropped before it is prepared or computed.
+So the memory held for robots' frames is bounded by about
+``max_connections * (recv_queue + 3) * max_message_bytes`` (per connection: the
+queued frames, one being received, and one being answered with its decoded arrays).
+No reply carries a non-finite number: such an answer is refused with 1011.
 """
 
 import asyncio
@@ -28,27 +38,30 @@ import signal
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Coroutine, Hashable
 from typing import Any, Protocol, TypeVar
 
 import attrs
+import numpy as np
 from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from openpi_core import wire
 from openpi_core.errors import InputError, OpenpiError
 from openpi_core.serving.batcher import Batcher, PolicyRunError
 from openpi_core.serving.metrics import CONTENT_TYPE, ServerMetrics
+from openpi_core.wire import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_RECV_QUEUE,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Four 224x224x3 uint8 cameras are 4 * 150,528 = 602,112 bytes; the state, the prompt
-# and msgpack's framing add well under 4 KiB. 4 MiB is ~7x that: it still takes the
-# same four cameras from a client that sends them as float32 (2,408,448 bytes), and
-# bounds what one connection can make the server buffer.
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 2**20
 
 
 class ServablePolicy(Protocol):
@@ -90,6 +103,12 @@ class ServerConfig:
             to share its call (only when ``max_batch > 1``).
         max_message_bytes: the largest observation frame accepted (see
             :data:`DEFAULT_MAX_MESSAGE_BYTES`); larger ones close the connection with 1009.
+        max_connections: the most robots connected at once; further handshakes get
+            HTTP 503 (clients retry).
+        max_queue: the most requests being prepared or waiting for the model at once;
+            a request beyond it is refused with close code 1013 (busy, retry later).
+        recv_queue: received frames buffered per connection before the server stops
+            reading from its socket (websockets' high-water mark).
         metadata: extra entries for the metadata frame, over the policy's own.
         shutdown_timeout_s: how long :meth:`PolicyServer.stop` waits for requests in flight.
     """
@@ -100,6 +119,9 @@ class ServerConfig:
     max_batch: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     batch_window_ms: float = attrs.field(default=2.0, validator=attrs.validators.ge(0.0))
     max_message_bytes: int = attrs.field(default=DEFAULT_MAX_MESSAGE_BYTES, validator=attrs.validators.ge(1))
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=attrs.validators.ge(1))
+    max_queue: int = attrs.field(default=DEFAULT_MAX_QUEUE, validator=attrs.validators.ge(1))
+    recv_queue: int = attrs.field(default=DEFAULT_RECV_QUEUE, validator=attrs.validators.ge(1))
     metadata: dict = attrs.field(factory=dict)
     shutdown_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.ge(0.0))
 
@@ -131,6 +153,9 @@ class PolicyServer:
         self._stopping = False
         self._warmup_error: BaseException | None = None
         self._in_flight = 0
+        self._queued = 0
+        # Connections admitted by the handshake check, until closed (weak: a failed handshake leaves no trace).
+        self._admitted: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._server: Server | None = None
         self._batcher: Batcher | None = None
         self._warmup: asyncio.Task | None = None
@@ -152,6 +177,7 @@ class PolicyServer:
             self.config.port,
             compression=None,
             max_size=self.config.max_message_bytes,
+            max_queue=self.config.recv_queue,
             process_request=self._process_request,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -254,12 +280,15 @@ class PolicyServer:
     def _log_startup(self) -> None:
         config = self.config
         logger.info(
-            "serving on ws://%s:%d (max_batch %d, batch window %.1f ms, max message %.1f MiB, %s)",
+            "serving on ws://%s:%d (max_batch %d, batch window %.1f ms, max message %.1f MiB, "
+            "max %d connections, max %d queued requests, %s)",
             config.host,
             self.port,
             config.max_batch,
             config.batch_window_ms,
             config.max_message_bytes / 2**20,
+            config.max_connections,
+            config.max_queue,
             "API key required" if config.api_key else "no API key",
         )
         if _is_loopback(config.host):
@@ -294,6 +323,19 @@ class PolicyServer:
                 )
         if not self.ready:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, self._not_ready_reason())
+        admitted = sum(other.state is not State.CLOSED for other in self._admitted)
+        if admitted >= self.config.max_connections:
+            self.metrics.errors.inc("too_many_connections")
+            logger.warning(
+                "refused a handshake from %s: %d robots are connected already (--max-connections)",
+                connection.remote_address,
+                self.config.max_connections,
+            )
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server is full: {self.config.max_connections} robots are connected; retry later\n",
+            )
+        self._admitted.add(connection)
         return None
 
     def _not_ready_reason(self) -> str:
@@ -307,6 +349,7 @@ class PolicyServer:
         peer = connection.remote_address
         logger.info("connection from %s opened", peer)
         self.metrics.connections.add(1)
+        closed = asyncio.ensure_future(connection.wait_closed())
         try:
             await connection.send(self._metadata_frame)
             prev_total_ms: float | None = None
@@ -318,7 +361,10 @@ class PolicyServer:
                 arrival = time.monotonic()
                 self._begin_request()
                 try:
-                    answer = await self._answer(message, prev_total_ms)
+                    answer = await self._answer_unless_closed(message, prev_total_ms, closed)
+                    del message
+                    if answer is None:
+                        return
                     await connection.send(answer)
                 except _Refusal as refusal:
                     await self._refuse(connection, refusal)
@@ -326,13 +372,39 @@ class PolicyServer:
                 finally:
                     self._end_request(arrival)
                 prev_total_ms = (time.monotonic() - arrival) * 1000.0
-        except ConnectionClosed as closed:
-            if closed.sent is not None and closed.sent.code == wire.CLOSE_TOO_BIG:
+        except ConnectionClosed as closed_error:
+            if closed_error.sent is not None and closed_error.sent.code == wire.CLOSE_TOO_BIG:
                 self.metrics.errors.inc("too_big")
-                logger.warning("closed the connection from %s: %s", peer, closed.sent.reason)
+                logger.warning("closed the connection from %s: %s", peer, closed_error.sent.reason)
         finally:
+            closed.cancel()
             self.metrics.connections.add(-1)
             logger.info("connection from %s closed", peer)
+
+    async def _answer_unless_closed(
+        self, message: bytes | str, prev_total_ms: float | None, closed: asyncio.Future
+    ) -> bytes | None:
+        """:meth:`_answer`, abandoned (None) as soon as the robot disconnects.
+
+        Cancelling the answer drops the request from the prepare thread's queue and
+        from the batcher, so a robot that left costs no model time.
+        """
+        if self._queued >= self.config.max_queue:
+            self.metrics.requests.inc()
+            error = OpenpiError(f"server is busy: {self._queued} requests are queued (--max-queue); retry later")
+            raise _Refusal("busy", wire.CLOSE_TRY_AGAIN_LATER, error)
+        self._queued += 1
+        try:
+            answer = asyncio.ensure_future(self._answer(message, prev_total_ms))
+            await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                return answer.result()
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+            self.metrics.errors.inc("abandoned")
+            return None
+        finally:
+            self._queued -= 1
 
     async def _answer(self, message: bytes | str, prev_total_ms: float | None) -> bytes:
         """The packed answer to one message; raises :class:`_Refusal` when it must be refused."""
@@ -358,6 +430,9 @@ class PolicyServer:
             result = await self._batcher.submit(prepared, key)
         except PolicyRunError as error:
             raise _Refusal("internal", wire.CLOSE_INTERNAL_ERROR, error) from error
+        if (where := _non_finite(result)) is not None:
+            error = OpenpiError(f"the policy answered a non-finite value in {where}; refusing to send it to the robot")
+            raise _Refusal("non_finite_output", wire.CLOSE_INTERNAL_ERROR, error)
         timing = {"infer_ms": (time.monotonic() - start) * 1000.0}
         if prev_total_ms is not None:
             timing["prev_total_ms"] = prev_total_ms
@@ -372,13 +447,13 @@ class PolicyServer:
 
     async def _refuse(self, connection: ServerConnection, refusal: _Refusal) -> None:
         self.metrics.errors.inc(refusal.kind)
-        level = logging.ERROR if refusal.code == wire.CLOSE_INTERNAL_ERROR else logging.WARNING
+        server_fault = refusal.code == wire.CLOSE_INTERNAL_ERROR
         logger.log(
-            level,
+            logging.ERROR if server_fault else logging.WARNING,
             "refused a request from %s: %s",
             connection.remote_address,
             refusal,
-            exc_info=refusal.__cause__ or refusal,
+            exc_info=(refusal.__cause__ or refusal) if server_fault else None,
         )
         text = str(refusal)
         try:
@@ -445,6 +520,23 @@ class BackgroundServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
+
+
+def _non_finite(tree: Any, path: str = "") -> str | None:
+    """The key path of the first float array or number in ``tree`` that is NaN or infinite, else None."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if (found := _non_finite(value, f"{path}/{key}" if path else str(key))) is not None:
+                return found
+        return None
+    if isinstance(tree, list | tuple):
+        for index, value in enumerate(tree):
+            if (found := _non_finite(value, f"{path}[{index}]")) is not None:
+                return found
+        return None
+    if isinstance(tree, float | np.floating | np.ndarray) and np.asarray(tree).dtype.kind in "fc":
+        return None if np.all(np.isfinite(tree)) else repr(path)
+    return None
 
 
 def _is_loopback(host: str) -> bool:
