@@ -154,3 +154,9 @@ def test_to_uint8_hwc_maps_signed_floats():
 def test_to_uint8_hwc_rejects_bad_images(image, match):
     with pytest.raises(InputError, match=match):
         to_uint8_hwc(image)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 4, 3), (4, 0, 3), (4, 4, 0), (2, 0, 5, 3)])
+def test_an_empty_image_is_an_input_error_not_a_division_by_zero(shape):
+    with pytest.raises(InputError, match=r"H, W, C >= 1, got \[" + ", ".join(map(str, shape))):
+        resize_with_pad(np.zeros(shape, np.uint8), 224, 224)

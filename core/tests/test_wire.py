@@ -168,3 +168,35 @@ def test_api_key_header_and_check():
     assert wire.api_key_matches(header["Authorization"], "s3cret")
     for wrong in (None, "", "Api-Key other", "Bearer s3cret", "s3cret"):
         assert not wire.api_key_matches(wrong, "s3cret")
+
+
+def _nested(depth: int) -> dict:
+    message: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        message = {"a": message}
+    return message
+
+
+def test_messages_nested_deeper_than_the_limit_are_refused_without_recursion():
+    assert wire.unpack(wire.pack(_nested(wire.MAX_DEPTH)))  # the deepest allowed
+    for message in (_nested(wire.MAX_DEPTH + 1), _nested(1000), [[[[[[[[[[1]]]]]]]]]]):
+        with pytest.raises(wire.WireError, match=f"nested deeper than {wire.MAX_DEPTH}"):
+            wire.unpack(msgpack.packb(message))
+
+
+def test_untrusted_values_are_echoed_short():
+    huge = {b"__ndarray__": True, b"data": b"", b"dtype": "<" + "f" * 100_000, b"shape": [0]}
+    with pytest.raises(wire.WireError) as refused:
+        wire.unpack(msgpack.packb({"x": huge}))
+    assert len(str(refused.value)) < 200 and "100001 long" in str(refused.value)
+    junk_keys = {f"k{i}": b"" for i in range(10_000)} | {b"__ndarray__": True}
+    with pytest.raises(wire.WireError) as refused:
+        wire.unpack(msgpack.packb({"x": junk_keys}))
+    assert len(str(refused.value)) < 400 and "more" in str(refused.value)
+
+
+def test_error_text_is_one_line_of_at_most_1_kib():
+    text = wire.error_text(InputError("line one\nline two " + "x" * 5000))
+    assert text.startswith("InputError: line one line two xxx") and "\n" not in text
+    assert len(text.encode()) <= wire.MAX_ERROR_BYTES and text.endswith("...")
+    assert wire.error_text(InputError("π" * 2000)).encode().decode()  # cut on a character boundary

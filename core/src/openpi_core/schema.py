@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from openpi_core.errors import InputError
+from openpi_core.errors import InputError, few
 
 SEPARATOR = "/"
 
@@ -20,7 +20,7 @@ SEPARATOR = "/"
 class ArraySpec:
     """Shape and dtype kind of one array.
 
-    ``shape`` entries that are ``None`` match any size. ``dtype_kind`` is a numpy
+    ``shape`` entries that are ``None`` match any size but zero. ``dtype_kind`` is a numpy
     kind string: ``"u"`` unsigned, ``"i"`` signed, ``"f"`` float, ``"b"`` bool, or
     several of them (``"uf"`` accepts uint8 images or float images). ``required``
     keys must be present; optional ones are checked only when present.
@@ -72,7 +72,10 @@ def validate(data: Mapping[str, Any], schema: Mapping[str, ArraySpec], *, what: 
     flat = flatten_dict(data)
     missing = [key for key, spec in schema.items() if spec.required and key not in flat]
     if missing:
-        raise InputError(f"{what} is missing {missing}; expected keys {sorted(schema)}, got {sorted(flat)}")
+        raise InputError(
+            f"{what} is missing {few(missing)}; expected keys {few(sorted(schema), 12)}, "
+            f"got {len(flat)} keys: {few(sorted(flat, key=str))}"
+        )
     for key, spec in schema.items():
         if key not in flat:
             continue
@@ -83,7 +86,7 @@ def check_array(key: str, value: Any, spec: ArraySpec, *, what: str = "observati
     """Check one array against its spec; see :func:`validate`."""
     array = np.asarray(value)
     if array.ndim != len(spec.shape) or any(
-        want is not None and want != got for want, got in zip(spec.shape, array.shape, strict=False)
+        got == 0 if want is None else want != got for want, got in zip(spec.shape, array.shape, strict=False)
     ):
         raise InputError(f"{what}[{key!r}] should have shape {spec.describe()}, got {list(array.shape)}")
     if array.dtype.kind not in spec.dtype_kind:

@@ -5,7 +5,8 @@ Transport
     compression. When the server has an API key, the opening handshake must carry
     ``Authorization: Api-Key <key>`` (:func:`api_key_header`); a missing or wrong key
     is refused with HTTP 401 before any frame is exchanged. While the server warms
-    up or shuts down, handshakes are refused with HTTP 503; clients retry.
+    up or shuts down, or when ``--max-connections`` robots are connected already,
+    handshakes are refused with HTTP 503; clients retry.
 
 Frames
     1. Right after the handshake the server sends one binary frame: the msgpack
@@ -28,8 +29,12 @@ Frames
          ``max_message_bytes``. websockets closes the connection itself, so no text
          frame comes, only the close frame, with the reason
          ``"frame with N bytes exceeds limit of M bytes"``.
-       - :data:`CLOSE_INTERNAL_ERROR` (1011): the server; the model raised. Every
-         request of that batch gets it; the server keeps serving.
+       - :data:`CLOSE_INTERNAL_ERROR` (1011): the server; the model raised (every
+         request of that batch gets it), or its answer held NaN or an infinity, which
+         is never sent. The server keeps serving.
+       - :data:`CLOSE_TRY_AGAIN_LATER` (1013): the server is busy, its request queue
+         (``--max-queue``) is full; the request was not computed. Back off, reconnect
+         and send a fresh observation.
        - :data:`CLOSE_GOING_AWAY` (1001): the server is shutting down, after
          answering the requests in flight. No text frame.
 
@@ -52,7 +57,13 @@ Encoding (openpi's ``msgpack_numpy``)
     bytes, which torch's ``from_numpy`` warns about; a copy costs ~0.05 ms per 450 kB).
     Decoding refuses extension types (the standard msgpack timestamp decodes to
     :class:`msgpack.Timestamp`), array maps whose byte count does not match their
-    dtype and shape, and anything else malformed.
+    dtype and shape, maps and lists nested deeper than :data:`MAX_DEPTH`, and anything
+    else malformed.
+
+Error texts
+    Every error text is one line of at most :data:`MAX_ERROR_BYTES` bytes; it names at
+    most a few offending items and says how many there were, so a frame of junk never
+    comes back as a frame of junk.
 """
 
 import hmac
@@ -62,12 +73,13 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from openpi_core.errors import InputError
+from openpi_core.errors import InputError, few, short_repr
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 API_KEY_HEADER = "Authorization"
 API_KEY_SCHEME = "Api-Key"
@@ -80,6 +92,24 @@ _ARRAY_KEYS = frozenset((b"__ndarray__", b"data", b"dtype", b"shape"))
 _SCALAR_KEYS = frozenset((b"__npgeneric__", b"data", b"dtype"))
 # A close frame's reason must fit in 123 bytes of UTF-8 (RFC 6455, 5.5).
 _MAX_REASON_BYTES = 123
+
+# The server's default limits (``openpi_core.serving.ServerConfig``), here so that the
+# command line can show them without importing the server.
+# Four 224x224x3 uint8 cameras are 4 * 150,528 = 602,112 bytes; the state, the prompt
+# and msgpack's framing add well under 4 KiB. 4 MiB is ~7x that: it still takes the
+# same four cameras from a client that sends them as float32 (2,408,448 bytes). With
+# the limits below it bounds the memory robots can make the server hold (module docstring).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 2**20
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_MAX_QUEUE = 32
+# websockets buffers 16 received frames per connection by default; one request is
+# answered at a time, so one frame waiting behind it is enough.
+DEFAULT_RECV_QUEUE = 1
+
+MAX_DEPTH = 8
+"""The deepest nesting of maps and lists a message may have (observations use 2 or 3)."""
+MAX_ERROR_BYTES = 1024
+"""The longest error text (UTF-8) the server sends or logs for a refused request."""
 
 
 class WireError(InputError):
@@ -107,25 +137,34 @@ def unpack(data: bytes) -> Any:
         WireError: ``data`` is not one well-formed msgpack object of the kinds above.
     """
     try:
-        return msgpack.unpackb(data, object_hook=_decode_numpy, ext_hook=_refuse_extension)
+        message = msgpack.unpackb(data, object_hook=_decode_numpy, ext_hook=_refuse_extension)
     except WireError:
         raise
     except Exception as error:  # msgpack raises many unrelated types on garbage input
         raise WireError(f"malformed msgpack message: {type(error).__name__}: {error}") from error
+    _check_depth(message)
+    return message
 
 
 def error_text(error: BaseException) -> str:
-    """The one-line ``"<ErrorType>: <message>"`` text the server sends for a refused request."""
+    """The one-line ``"<ErrorType>: <message>"`` text the server sends for a refused request.
+
+    At most :data:`MAX_ERROR_BYTES` bytes of UTF-8; a longer message is cut and ends in ``...``.
+    """
     message = " ".join(str(error).split())
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return _cut(f"{type(error).__name__}: {message}" if message else type(error).__name__, MAX_ERROR_BYTES)
 
 
 def close_reason(text: str) -> str:
     """``text`` cut to fit a close frame's reason (at most 123 bytes of UTF-8)."""
+    return _cut(text, _MAX_REASON_BYTES)
+
+
+def _cut(text: str, max_bytes: int) -> str:
     encoded = text.encode()
-    if len(encoded) <= _MAX_REASON_BYTES:
+    if len(encoded) <= max_bytes:
         return text
-    return encoded[: _MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
+    return encoded[: max_bytes - 3].decode(errors="ignore") + "..."
 
 
 def api_key_header(api_key: str) -> dict[str, str]:
@@ -165,13 +204,13 @@ def _decode_numpy(obj: dict) -> Any:
 
 def _decode_array(obj: dict) -> np.ndarray:
     if obj.keys() != _ARRAY_KEYS:
-        raise WireError(f"array map should have keys {sorted(_ARRAY_KEYS)}, got {sorted(map(repr, obj))}")
+        raise WireError(f"array map should have keys {sorted(_ARRAY_KEYS)}, got {few(obj)}")
     dtype = _decode_dtype(obj[b"dtype"], _ARRAY_KINDS)
     data, shape = obj[b"data"], obj[b"shape"]
     if not isinstance(data, bytes):
         raise WireError(f"array data should be bin, got {type(data).__name__}")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise WireError(f"array shape should be a list of non-negative integers, got {shape!r}")
+        raise WireError(f"array shape should be a list of non-negative integers, got {short_repr(shape)}")
     expected = dtype.itemsize * math.prod(shape)
     if len(data) != expected:
         raise WireError(f"array of dtype {dtype} and shape {shape} should have {expected} bytes, got {len(data)}")
@@ -180,7 +219,7 @@ def _decode_array(obj: dict) -> np.ndarray:
 
 def _decode_scalar(obj: dict) -> np.generic:
     if obj.keys() != _SCALAR_KEYS:
-        raise WireError(f"scalar map should have keys {sorted(_SCALAR_KEYS)}, got {sorted(map(repr, obj))}")
+        raise WireError(f"scalar map should have keys {sorted(_SCALAR_KEYS)}, got {few(obj)}")
     dtype = _decode_dtype(obj[b"dtype"], _SCALAR_KINDS)
     data = obj[b"data"]
     if not isinstance(data, bool | int | float | str | bytes):
@@ -193,11 +232,27 @@ def _decode_dtype(name: Any, kinds: frozenset[str]) -> np.dtype:
         raise WireError(f"dtype should be a string, got {type(name).__name__}")
     try:
         dtype = np.dtype(name)
-    except TypeError as error:
-        raise WireError(f"unknown dtype {name!r}") from error
+    except Exception as error:  # numpy raises TypeError, ValueError, SyntaxError, ... on odd names
+        raise WireError(f"unknown dtype {short_repr(name)}") from error
     if dtype.kind not in kinds or dtype.hasobject:
-        raise WireError(f"refusing dtype {name!r}: supported kinds are {''.join(sorted(kinds))}")
+        raise WireError(f"refusing dtype {short_repr(name)}: supported kinds are {''.join(sorted(kinds))}")
     return dtype
+
+
+def _check_depth(message: Any) -> None:
+    """Refuse maps and lists nested deeper than :data:`MAX_DEPTH` (iteratively: no recursion)."""
+    stack = [(message, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise WireError(f"message is nested deeper than {MAX_DEPTH} maps or lists")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _refuse_extension(code: int, data: bytes) -> Any:

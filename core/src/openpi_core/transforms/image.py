@@ -27,11 +27,12 @@ def resize_with_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
     are returned unchanged (the same object).
 
     Raises:
-        InputError: fewer than 3 dimensions, or a dtype other than uint8 or float.
+        InputError: fewer than 3 dimensions, an empty height, width or channel axis, or a
+            dtype other than uint8 or float.
     """
     images = np.asarray(images)
-    if images.ndim < 3:
-        raise InputError(f"images should have shape [..., H, W, C], got {list(images.shape)}")
+    if images.ndim < 3 or 0 in images.shape[-3:]:
+        raise InputError(f"images should have shape [..., H, W, C] with H, W, C >= 1, got {list(images.shape)}")
     is_uint8 = images.dtype == np.uint8
     if not is_uint8 and images.dtype.kind != "f":
         raise InputError(f"images should have dtype uint8 or float, got {images.dtype}")
