@@ -234,3 +234,36 @@ def test_save_refuses_invalid_stats(tmp_path):
     with pytest.raises(NormStatsError, match=r"'state'.*'std'"):
         save_norm_stats({"state": NormStats(mean=[0.0], std=[0.0])}, tmp_path)
     assert not (tmp_path / "norm_stats.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"), [(3e38, np.float32), (1e300, np.float64), (-5e4, np.float32)], ids=["3e38", "1e300", "-5e4"]
+)
+def test_a_state_far_outside_its_stats_is_refused_naming_the_key_and_dim(value, dtype):
+    state = np.array([0.5, value, 0.0], dtype)
+    with pytest.raises(InputError, match=r"data\['state'\] dim 1 is .*stds from the mean.*check its units"):
+        Normalize({"state": NormStats(mean=[0.0, 1.0, 0.0], std=[1.0, 2.0, 1.0])})({"state": state})
+
+
+def test_the_deviation_limit_is_1e4_stds_or_quantile_widths():
+    z = Normalize({"state": NormStats(mean=[0.0], std=[2.0])})
+    assert np.isfinite(z({"state": np.array([1.9e4])})["state"]).all()  # 9500 stds: kept
+    with pytest.raises(InputError, match="dim 0"):
+        z({"state": np.array([2.1e4])})  # 10500 stds
+    quantile = Normalize({"actions": NormStats(mean=[0.0], std=[1.0], q01=[-1.0], q99=[1.0])}, use_quantiles=True)
+    assert np.isfinite(quantile({"actions": np.array([[1.9e4]])})["actions"]).all()  # 9500 widths from the middle
+    with pytest.raises(InputError, match=r"data\['actions'\] dim 0 .*q99 - q01 widths"):
+        quantile({"actions": np.array([[2.1e4]])})
+
+
+def test_constant_training_dims_are_not_held_to_the_deviation_limit_but_must_stay_finite():
+    normalize = Normalize({"state": NormStats(mean=[0.0, 0.0], std=[0.0, 1.0])})
+    out = normalize({"state": np.array([0.5, 0.0])})  # 5e5 "stds" on a constant dim: noise, kept
+    np.testing.assert_allclose(out["state"], [0.5 / 1e-6, 0.0], rtol=1e-5)
+    with pytest.raises(InputError, match="dim 0"):
+        normalize({"state": np.array([1e36, 0.0])})  # 1e42 overflows float32
+
+
+def test_max_deviation_none_turns_the_check_off():
+    out = Normalize({"state": NormStats(mean=[0.0], std=[1.0])}, max_deviation=None)({"state": np.array([1e6])})
+    np.testing.assert_allclose(out["state"], [1e6], rtol=1e-5)

@@ -27,6 +27,16 @@ FILE_NAME = "norm_stats.json"
 # Added to every scale so a zero-width dimension does not divide by zero (openpi's value).
 EPSILON = 1e-6
 
+MAX_DEVIATION = 1e4
+"""How far from its stats :class:`Normalize` lets a value be, in stds (z-score) or in
+``q99 - q01`` widths from the middle of ``[q01, q99]`` (quantiles). No robot state is
+that far from its training data; such a value is a unit or encoding mistake, and the
+model would turn it into NaN actions."""
+MIN_CHECKED_WIDTH = 1e-4
+"""Dims whose std (or ``q99 - q01``) is below this are not held to :data:`MAX_DEVIATION`:
+any noise on a constant training dim is "far" from it. They must still normalize to a
+finite float32."""
+
 _REQUIRED_FIELDS = ("mean", "std")
 _QUANTILE_FIELDS = ("q01", "q99")
 _ALL_FIELDS = (*_REQUIRED_FIELDS, *_QUANTILE_FIELDS)
@@ -126,7 +136,9 @@ def save_norm_stats(stats: Mapping[str, NormStats], path: str | pathlib.Path) ->
 
     ``path`` is the file itself when it ends in ``.json``, otherwise a directory
     (created if needed) that receives ``norm_stats.json``. Stats are validated first,
-    so a file that cannot be loaded back is never written.
+    so a file that cannot be loaded back is never written, and the file is replaced
+    atomically (a temporary file, fsynced, renamed over it), so a crash leaves the old
+    file or the new one, never a torn one.
     """
     for key, entry in stats.items():
         entry.check(key)
@@ -140,7 +152,9 @@ def save_norm_stats(stats: Mapping[str, NormStats], path: str | pathlib.Path) ->
             for key, entry in stats.items()
         }
     }
-    path.write_text(json.dumps(document, indent=2))
+    from openpi_core.checkpoints._io import atomic_write  # lazy: checkpoints imports transforms
+
+    atomic_write(path, json.dumps(document, indent=2))
     return path
 
 
@@ -178,9 +192,18 @@ def _check_stats(use_quantiles: bool, stats: dict[str, NormStats] | None) -> Non
 
 
 _StatsFn = Callable[[np.ndarray, NormStats], np.ndarray]
+_CheckFn = Callable[[str, np.ndarray, np.ndarray, NormStats], None]
 
 
-def _apply(data: DataDict, stats: Mapping[str, NormStats], fn: _StatsFn, *, strict: bool, what: str) -> DataDict:
+def _apply(
+    data: DataDict,
+    stats: Mapping[str, NormStats],
+    fn: _StatsFn,
+    *,
+    strict: bool,
+    what: str,
+    check: _CheckFn | None = None,
+) -> DataDict:
     """Apply ``fn(x, stats)`` to the leading dims of every data key that has stats."""
     if strict and (missing := sorted(set(stats) - set(flatten_dict(data)))):
         raise InputError(
@@ -196,7 +219,7 @@ def _apply(data: DataDict, stats: Mapping[str, NormStats], fn: _StatsFn, *, stri
             if isinstance(value, Mapping):
                 out[name] = rebuild(value, path)
             elif path in stats:
-                out[name] = _apply_leading(path, np.asarray(value), stats[path], fn, what)
+                out[name] = _apply_leading(path, np.asarray(value), stats[path], fn, what, check)
             else:
                 out[name] = value
         return out
@@ -204,7 +227,9 @@ def _apply(data: DataDict, stats: Mapping[str, NormStats], fn: _StatsFn, *, stri
     return rebuild(data, "")
 
 
-def _apply_leading(key: str, x: np.ndarray, stats: NormStats, fn: _StatsFn, what: str) -> np.ndarray:
+def _apply_leading(
+    key: str, x: np.ndarray, stats: NormStats, fn: _StatsFn, what: str, check: _CheckFn | None
+) -> np.ndarray:
     # Stats may be narrower than the data (actions padded to the model's width) or wider
     # (stats of the full robot state, data cropped): only the common leading dims change.
     if x.ndim == 0:
@@ -212,8 +237,37 @@ def _apply_leading(key: str, x: np.ndarray, stats: NormStats, fn: _StatsFn, what
     dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
     dims = min(x.shape[-1], stats.mean.size)
     out = x.astype(np.float64)
-    out[..., :dims] = fn(out[..., :dims], _truncate(stats, dims))
+    stats = _truncate(stats, dims)
+    normalized = fn(out[..., :dims], stats)
+    if check is not None:
+        check(key, out[..., :dims], normalized, stats)
+    out[..., :dims] = normalized
     return out.astype(dtype)
+
+
+def _deviation_check(use_quantiles: bool, max_deviation: float) -> _CheckFn:
+    """Refuse values :data:`MAX_DEVIATION`-far from their stats, or that normalize to no finite float32."""
+
+    def check(key: str, raw: np.ndarray, normalized: np.ndarray, stats: NormStats) -> None:
+        if use_quantiles:
+            width = stats.q99 - stats.q01
+            deviation = np.abs(normalized) / 2.0  # widths from the middle of [q01, q99]
+            unit, center = "q99 - q01 widths from the middle of [q01, q99]", (stats.q01 + stats.q99) / 2.0
+        else:
+            width = stats.std
+            deviation = np.abs(normalized)
+            unit, center = "stds from the mean", stats.mean
+        too_far = (deviation > max_deviation) & (width >= MIN_CHECKED_WIDTH)
+        too_far |= ~(np.abs(normalized) <= np.finfo(np.float32).max)  # NaN or beyond float32
+        if np.any(too_far):
+            index = tuple(int(i) for i in np.argwhere(too_far)[0])
+            dim = index[-1]
+            raise InputError(
+                f"Normalize: data[{key!r}] dim {dim} is {raw[index]:.6g}, {deviation[index]:.3g} {unit} "
+                f"(mean/middle {center[dim]:.6g}); more than {max_deviation:g} cannot be meant: check its units"
+            )
+
+    return check
 
 
 def _truncate(stats: NormStats, dims: int) -> NormStats:
@@ -251,14 +305,21 @@ class Normalize:
     dtype, other data becomes float32. Stats whose key is absent from the data are
     skipped unless ``strict``. ``norm_stats=None`` makes this the identity.
 
+    A value more than ``max_deviation`` stds (z-score) or ``q99 - q01`` widths
+    (quantiles) from its stats, on a dim at least :data:`MIN_CHECKED_WIDTH` wide, or one
+    that normalizes to no finite float32, is refused: openpi passes it on and the model
+    answers NaN. ``max_deviation=None`` turns the check off.
+
     Raises:
         NormStatsError: at construction, invalid stats, or quantile mode without q01/q99.
-        InputError: when called, ``strict`` and a key is missing from the data.
+        InputError: when called, ``strict`` and a key is missing from the data, or a
+            value is that far off (the message names the key, the dim and the value).
     """
 
     norm_stats: dict[str, NormStats] | None = attrs.field(converter=_convert_stats)
     use_quantiles: bool = False
     strict: bool = False
+    max_deviation: float | None = MAX_DEVIATION
 
     def __attrs_post_init__(self) -> None:
         _check_stats(self.use_quantiles, self.norm_stats)
@@ -267,7 +328,8 @@ class Normalize:
         if self.norm_stats is None:
             return data
         fn = _quantile if self.use_quantiles else _z_score
-        return _apply(data, self.norm_stats, fn, strict=self.strict, what="Normalize")
+        check = None if self.max_deviation is None else _deviation_check(self.use_quantiles, self.max_deviation)
+        return _apply(data, self.norm_stats, fn, strict=self.strict, what="Normalize", check=check)
 
 
 @attrs.frozen
