@@ -12,5 +12,5 @@ python -m pip install -q --upgrade pip setuptools
 python -m pip install -q "${extra[@]}" -c .ci/constraints.txt \
   -e "core[orbax,fast,data]" -e cli -e "backends/jax[orbax]" -e backends/torch -e conformance \
   -e "plugins/aloha[sim]" -e plugins/droid -e plugins/libero -e plugins/ur5 \
-  pytest ruff h5py
+  pytest ruff h5py hypothesis
 echo "installed into $(pwd)/.venv; activate with: . .venv/bin/activate"

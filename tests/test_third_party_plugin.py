@@ -2,8 +2,10 @@
 
 import json
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -17,8 +19,19 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "echo-embodiment"
 @pytest.mark.slow
 def test_echo_plugin_installed_in_a_fresh_environment_is_listed(tmp_path):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # The new environment sees this test's environment (not the base interpreter's) through
+    # a .pth line that adds its site-packages as a site dir, so its editable installs resolve too.
+    new_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    here = [sysconfig.get_path("purelib"), *site.getsitepackages()]
+    lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in dict.fromkeys(here))
+    (Path(new_site) / "outer-environment.pth").write_text(lines)
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, EXAMPLE],
