@@ -14,6 +14,7 @@ from openpi_core.transforms import (
     SubsampleActions,
     compose,
     make_bool_mask,
+    resize_with_pad,
 )
 
 
@@ -191,6 +192,35 @@ def test_crop_images_rejects_a_window_outside_the_image(window, message):
 def test_crop_images_names_the_bad_camera():
     with pytest.raises(InputError, match="'wrist'"):
         CropImages(0.0, 0.0, 0.5, 0.5)({"image": {"wrist": np.zeros((4, 4), np.uint8)}})
+
+
+def test_crop_images_with_a_frame_cuts_the_same_window_from_any_frame_size():
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    shrunk = resize_with_pad(raw, 224, 224)
+    crop = CropImages(0.25, 0.25, 0.5, 0.5, frame=(224, 224))
+
+    from_raw = crop({"image": {"top": raw}})["image"]["top"]
+    from_shrunk = crop({"image": {"top": shrunk}})["image"]["top"]
+
+    np.testing.assert_array_equal(from_raw, from_shrunk)
+    np.testing.assert_array_equal(from_raw, shrunk[56:168, 56:168])
+    # Without the frame the same fractions of the raw frame are a 240x320 window, not a square.
+    assert CropImages(0.25, 0.25, 0.5, 0.5)({"image": {"top": raw}})["image"]["top"].shape == (240, 320, 3)
+
+
+def test_crop_images_with_a_frame_is_the_plain_crop_on_images_of_that_size():
+    image = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    framed = CropImages(0.25, 0.25, 0.5, 0.5, frame=(224, 224))({"image": {"top": image}})["image"]["top"]
+    plain = CropImages(0.25, 0.25, 0.5, 0.5)({"image": {"top": image}})["image"]["top"]
+    np.testing.assert_array_equal(framed, plain)
+    assert framed.shape == (2, 112, 112, 3)
+
+
+@pytest.mark.parametrize("frame", [(224,), (0, 224), (224, -1)])
+def test_crop_images_rejects_a_bad_frame(frame):
+    with pytest.raises(InputError, match="frame"):
+        CropImages(0.25, 0.25, 0.5, 0.5, frame=frame)
 
 
 def test_compose_chains_common_transforms():

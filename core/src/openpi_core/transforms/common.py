@@ -232,6 +232,15 @@ def _unit_fraction(instance: Any, attribute: attrs.Attribute, value: float) -> N
         raise InputError(f"{type(instance).__name__}: {attribute.name} should be a fraction in [0, 1], got {value}")
 
 
+def _to_frame(value: Sequence[int] | None) -> tuple[int, int] | None:
+    return None if value is None else tuple(int(size) for size in value)
+
+
+def _frame_size(instance: Any, attribute: attrs.Attribute, value: tuple[int, ...] | None) -> None:
+    if value is not None and (len(value) != 2 or min(value) < 1):
+        raise InputError(f"CropImages: frame should be (height, width), both >= 1, got {value}")
+
+
 @attrs.frozen
 class CropImages:
     """Cut the same window out of every camera in ``data["image"]``.
@@ -241,15 +250,24 @@ class CropImages:
     each side, rows 56..167 and columns 56..167 of a 224x224 image. Images are
     ``[..., H, W, C]``; leading batch dims are kept.
 
+    With ``frame=(height, width)`` each image is first brought to that size with
+    :func:`~openpi_core.transforms.image.resize_with_pad` (the geometry a policy was
+    trained in), and the window is cut from that. A client's frame of any size then
+    gives the window its training frames gave: the same fractions of a 480x640 frame
+    would be a 3:4 window, not the square one, and the model input would differ. An
+    image already of the frame's size is cropped exactly as without ``frame``.
+
     Raises:
-        InputError: the window leaves the image, ``image`` is missing or not a dict of
-            cameras, or an image has fewer than 3 dims.
+        InputError: the window leaves the image, ``frame`` is not two sizes >= 1,
+            ``image`` is missing or not a dict of cameras, or an image has fewer than 3
+            dims (or, with ``frame``, is neither uint8 nor float).
     """
 
     top: float = attrs.field(validator=_unit_fraction)
     left: float = attrs.field(validator=_unit_fraction)
     height: float = attrs.field(validator=_unit_fraction)
     width: float = attrs.field(validator=_unit_fraction)
+    frame: tuple[int, int] | None = attrs.field(default=None, converter=_to_frame, validator=_frame_size)
 
     def __attrs_post_init__(self) -> None:
         if self.height == 0.0 or self.width == 0.0 or self.top + self.height > 1.0 or self.left + self.width > 1.0:
@@ -265,6 +283,8 @@ class CropImages:
         image = np.asarray(image)
         if image.ndim < 3:
             raise InputError(f"should be [..., H, W, C], got shape {list(image.shape)}")
+        if self.frame is not None:
+            image = resize_with_pad(image, *self.frame)
         rows, cols = image.shape[-3], image.shape[-2]
         top, left = round(self.top * rows), round(self.left * cols)
         height, width = max(1, round(self.height * rows)), max(1, round(self.width * cols))

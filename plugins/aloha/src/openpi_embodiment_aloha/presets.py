@@ -29,10 +29,15 @@ SMALL_SIM_MODEL = Pi0Config(
     image_keys=("base_0_rgb",),
 )
 """A 1.7 M-parameter π0 sized for a CPU: the top camera only, its middle at 112x112 (64 patches)."""
-SIM_CROP = CropImages(top=0.25, left=0.25, height=0.5, width=0.5)
+SIM_FRAME = (224, 224)
+"""The size of the frames the small sim π0 was trained on: the top camera resized with
+padding to 224x224 (``pi data aloha-sim``)."""
+SIM_CROP = CropImages(top=0.25, left=0.25, height=0.5, width=0.5, frame=SIM_FRAME)
 """The middle half of the simulator's top view, where the cube lies at every reset: rows and
 columns 56..167 of the 224x224 recording, kept at full resolution so the cube's 6x7 pixels
-cover a fifth of a 14-px patch (a twentieth on the whole view at 112x112)."""
+cover a fifth of a 14-px patch (a twentieth on the whole view at 112x112). A frame of another
+size (gym-aloha's raw 480x640, say) is first resized with padding to :data:`SIM_FRAME`, so
+it gives the model the same window."""
 
 PRESETS = (
     NamedConfig(
