@@ -107,6 +107,11 @@ class Policy:
         self.num_steps = num_steps
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._inputs = compose(input_transforms)
+        self.default_prompt: str | None = next(
+            (t.prompt for t in input_transforms if isinstance(t, InjectDefaultPrompt) and t.prompt is not None), None
+        )
+        """The prompt an observation without one gets (the first default of the input
+        transforms), or None."""
         self._outputs = compose(output_transforms)
         self._robot_outputs = compose(robot_output_transforms)
         self._noise_shape = (int(model.config.action_horizon), int(model.config.action_dim))
@@ -189,8 +194,16 @@ class Policy:
         return self.run([self.prepare(observation)])[0]
 
     def warmup(self) -> None:
-        """One inference on the embodiment's example observation (compiles, loads the tokenizer)."""
-        self.infer(self.embodiment.example(0))
+        """One inference on the embodiment's example observation (compiles, loads the tokenizer).
+
+        With a :attr:`default_prompt` the example goes without its own made-up prompt, so
+        the warm-up tokenizes the prompt the policy will really see (and a prompt that
+        does not fit the model's ``max_token_len`` warns only when someone sends it).
+        """
+        example = dict(self.embodiment.example(0))
+        if self.default_prompt is not None:
+            example.pop("prompt", None)
+        self.infer(example)
 
     def _draw_noise(self, count: int) -> np.ndarray:
         with self._rng_lock:
