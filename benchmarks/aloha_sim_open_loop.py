@@ -27,8 +27,8 @@ import argparse
 
 import numpy as np
 
-from openpi_cli.serve import load_policy
 from openpi_core.data.lerobot import LeRobotDataset
+from openpi_core.launch import load_policy
 from openpi_embodiment_aloha.sim.record import dataset_keys
 
 ARM_JOINTS = {"left": slice(0, 6), "right": slice(7, 13)}

@@ -13,7 +13,7 @@ seeded random weights, in this project's native format. Beside the weights it ho
 Everything depends only on the seed, so running the script again rewrites the same
 weights and statistics. Usage::
 
-    python scripts/make_demo_checkpoint.py [--out cli/src/openpi_cli/demo_checkpoint]
+    python scripts/make_demo_checkpoint.py [--out core/src/openpi_core/demo_checkpoint]
 """
 
 import argparse
@@ -30,7 +30,7 @@ from openpi_core.norm_stats import RunningStats
 from openpi_core.transforms import save_norm_stats
 from openpi_embodiment_aloha.aloha import AlohaEmbodiment, AlohaInputs
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "cli" / "src" / "openpi_cli" / "demo_checkpoint"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "core" / "src" / "openpi_core" / "demo_checkpoint"
 SEED = 0
 VOCAB_SIZE = 256
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from openpi_cli.demo import DEMO_CHECKPOINT, aloha_sim_observation, demo_policy
+from openpi_cli.demo import aloha_sim_observation
 from openpi_cli.main import cli
+from openpi_core.launch import DEMO_CHECKPOINT, demo_policy
 from openpi_core.plugins import PluginManager, use_plugin_manager
 
 aloha_plugin = pytest.importorskip("openpi_embodiment_aloha.plugin")

@@ -2,7 +2,7 @@
 
 The policy comes from a preset (``--config``), from a checkpoint with an embodiment
 (``--checkpoint`` and ``--embodiment``), or from the bundled demo checkpoint
-(``--demo``); :func:`openpi_core.policy.create_policy` assembles it. The server
+(``--demo``); :func:`openpi_core.launch.load_policy` assembles it. The server
 (:mod:`openpi_core.serving`) warms it up, then answers until SIGTERM or Ctrl-C and
 exits 0 after answering the requests in flight.
 """
@@ -120,39 +120,27 @@ def load_policy(
     fast_tokenizer: str | None = None,
     demo: bool = False,
 ) -> "Policy":
-    """The in-process policy that ``pi run`` options name: ``--demo``, a preset, or a checkpoint and its robot.
-
-    Commands that run a policy in this process (``pi run serve``, a plugin's
-    ``pi run eval <sim>``) share it, so the options mean the same everywhere.
+    """:func:`openpi_core.launch.load_policy` for a command: the demo warning goes to stderr.
 
     Raises:
         click.UsageError: the options name no policy, or ``--demo`` comes with another source.
-        OpenpiError: :func:`openpi_core.policy.create_policy` could not assemble it.
+        OpenpiError: the backend is not installed, or the policy could not be assembled.
     """
-    from openpi_core.policy import create_policy
+    from openpi_core import launch
 
-    if demo:
-        sources = {"--config": config_name, "--checkpoint": checkpoint, "--embodiment": embodiment}
-        extras = {"--norm-stats": norm_stats, "--fast-tokenizer": fast_tokenizer}
-        given = [flag for flag, value in {**sources, **extras}.items() if value]
-        if given:
-            raise click.UsageError(f"--demo serves the bundled checkpoint; drop {', '.join(given)}")
-        from openpi_cli.demo import demo_policy
-
-        click.echo("serving the demo checkpoint: RANDOM WEIGHTS, its actions are meaningless", err=True)
-        return demo_policy(backend, default_prompt=default_prompt, dtype=dtype, num_steps=num_steps or 10)
-    if config_name is None and (checkpoint is None or embodiment is None):
-        raise click.UsageError(
-            "say what to serve: --config NAME [--checkpoint PATH], --checkpoint PATH --embodiment NAME, or --demo"
+    try:
+        return launch.load_policy(
+            config_name=config_name,
+            checkpoint=checkpoint,
+            embodiment=embodiment,
+            backend=backend,
+            dtype=dtype,
+            num_steps=num_steps,
+            default_prompt=default_prompt,
+            norm_stats=norm_stats,
+            fast_tokenizer=fast_tokenizer,
+            demo=demo,
+            announce=lambda message: click.echo(message, err=True),
         )
-    return create_policy(
-        config_name,
-        checkpoint=checkpoint,
-        embodiment=embodiment,
-        backend=backend,
-        dtype=dtype,
-        num_steps=num_steps,
-        default_prompt=default_prompt,
-        norm_stats=norm_stats,
-        fast_tokenizer=fast_tokenizer,
-    )
+    except launch.PolicySourceError as error:
+        raise click.UsageError(str(error)) from error

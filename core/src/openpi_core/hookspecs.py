@@ -64,6 +64,18 @@ def openpi_register_checkpoint_formats(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def openpi_register_demos(register: Callable[[Any], None]) -> None:
+    """Register demonstrations for ``pi demo``.
+
+    Call ``register(demo)`` with a :class:`openpi_core.specs.Demo` for each, such as
+    a trained policy driving a simulated robot. ``pi demo`` runs the first one by name
+    whose ``missing()`` is None; with none (or ``--no-sim``) it measures the serving
+    path with the random-weight demo checkpoint instead. Import the simulator inside
+    ``run`` and ``missing``, not at plugin import time.
+    """
+
+
+@hookspec
 def openpi_register_commands(cli: Any) -> None:
     """Add subcommands to the ``pi`` command.
 

@@ -36,6 +36,7 @@ from openpi_core.specs import (
     AbstractBackend,
     AbstractCheckpointFormat,
     AbstractEmbodiment,
+    Demo,
     ModelSpec,
     NamedConfig,
 )
@@ -127,6 +128,7 @@ REGISTRY_HOOKS: dict[str, tuple[str, type]] = {
     "embodiment": ("openpi_register_embodiments", AbstractEmbodiment),
     "config": ("openpi_register_configs", NamedConfig),
     "checkpoint_format": ("openpi_register_checkpoint_formats", AbstractCheckpointFormat),
+    "demo": ("openpi_register_demos", Demo),
 }
 
 

@@ -164,3 +164,54 @@ class AbstractCheckpointFormat(abc.ABC):
     ) -> None:
         """Save canonical ``params`` of ``config`` at ``path``, replacing it only with ``overwrite``."""
         raise NotImplementedError(f"checkpoint format {self.name!r} cannot be written")
+
+
+@attrs.frozen
+class DemoOptions:
+    """What ``pi demo`` passes to a :class:`Demo`'s ``run``.
+
+    Attributes:
+        backend: the backend to load the demo's policy with; None: the default one.
+        episodes: how many episodes to run.
+        video_dir: where to write a video per episode; None: write none.
+        progress: progress bars on stderr: True always, False never, None on terminals only
+            (tqdm's ``disable=None``).
+        echo: prints one line about what is happening (``pi demo --json`` sends these to
+            stderr, so stdout holds only the JSON).
+    """
+
+    backend: str | None = None
+    episodes: int = 3
+    video_dir: Path | None = None
+    progress: bool | None = None
+    echo: Callable[[str], object] = print
+
+
+@attrs.frozen
+class DemoResult:
+    """What a :class:`Demo` measured: ``summary`` for people (a table), ``data`` for
+    scripts (JSON-serializable; ``pi demo --json`` prints it as ``results``)."""
+
+    summary: str
+    data: Mapping[str, Any]
+
+
+def _nothing_missing() -> str | None:
+    return None
+
+
+@attrs.frozen
+class Demo:
+    """A closed-loop demonstration that ``pi demo`` runs: a trained policy driving a
+    simulated robot, say.
+
+    ``run(options)`` runs it with :class:`DemoOptions` and returns a :class:`DemoResult`;
+    it imports its heavy dependencies itself. ``missing()`` says, cheaply and before any
+    run, what must be installed for it (a sentence with the ``pip install`` line), or
+    None when it can run.
+    """
+
+    name: str
+    description: str
+    run: Callable[[DemoOptions], DemoResult]
+    missing: Callable[[], str | None] = _nothing_missing

@@ -232,7 +232,7 @@ def test_pi_run_eval_aloha_sim_against_a_server(pi, tmp_path):
 
 def test_pi_run_eval_aloha_sim_in_process(pi, tmp_path):
     jax_plugin = pytest.importorskip("openpi_backend_jax.plugin")
-    from openpi_cli.demo import DEMO_CHECKPOINT
+    from openpi_core.launch import DEMO_CHECKPOINT
 
     manager = PluginManager(entry_points=False, plugins=[("aloha", plugin), ("jax", jax_plugin)])
     with use_plugin_manager(manager):

@@ -1,4 +1,4 @@
-"""Registers the ALOHA embodiment, its presets and its simulator commands with openpi (entry point ``aloha`` in group ``openpi``)."""
+"""Registers the ALOHA embodiment, its presets, its simulator commands and demo with openpi (entry point ``aloha`` in group ``openpi``)."""
 
 from openpi_core import hookimpl
 from openpi_embodiment_aloha.aloha import AlohaEmbodiment
@@ -21,3 +21,10 @@ def openpi_register_commands(cli):
     from openpi_embodiment_aloha.sim.cli import register
 
     register(cli)
+
+
+@hookimpl
+def openpi_register_demos(register):
+    from openpi_embodiment_aloha.sim.demo import DEMO
+
+    register(DEMO)

@@ -8,6 +8,7 @@ next to ``aloha-sim``. MuJoCo and gym-aloha are imported inside the commands, so
 
 import contextlib
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def _import_sim(module: str) -> Any:
     show_default=True,
     help="fast: the camera drawn at the model's 224x224; faithful: gym-aloha's 480x640 image.",
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results JSON file.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Results JSON file (required unless --json)."
+)
 @click.option("--video-dir", type=click.Path(file_okay=False, path_type=Path), help="Write an MP4 per episode here.")
 @click.option("--server", metavar="ws://HOST:PORT", help="A policy server (`pi run serve`); API key: $OPENPI_API_KEY.")
 @click.option("--config", "config_name", metavar="NAME", help="In-process policy: a preset, e.g. pi0_aloha_sim.")
@@ -69,6 +72,13 @@ def _import_sim(module: str) -> Any:
     type=click.IntRange(min=1),
     help="In-process policy: flow-matching steps per chunk (default: the model's, 10 for π0).",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars (episodes, and steps of the current one) with ETAs on stderr "
+    "(default: only when stderr is a terminal).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results (what --out holds) as JSON on stdout.")
 def eval_aloha_sim(
     task: str,
     episodes: int,
@@ -82,6 +92,8 @@ def eval_aloha_sim(
     checkpoint: str | None,
     backend: str | None,
     num_steps: int | None,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Run a policy closed loop in the ALOHA simulator and write its success rate to --out.
 
@@ -91,10 +103,15 @@ def eval_aloha_sim(
     \b
     pi run eval aloha-sim --server ws://127.0.0.1:8000 --episodes 50 --out results.json
     pi run eval aloha-sim --config pi0_aloha_sim --backend jax --episodes 10 --out results.json --video-dir videos
-    """
-    from tqdm import tqdm
 
+    \b
+    The results (--out, and stdout with --json) are one JSON object:
+      {"task", "prompt", "replan_steps", "render", "image_size": [H, W] or null,
+       "episodes": [{"seed", "steps", "max_reward", "final_reward", "success", "inferences", "video"}],
+       "mean_latency_ms", "policy": {...what was evaluated}, "success_rate"}
+    """
     from openpi_core.errors import OpenpiError
+    from openpi_embodiment_aloha.sim.progress import episode_bars
 
     in_process = {"--config": config_name, "--checkpoint": checkpoint, "--backend": backend, "--num-steps": num_steps}
     if server is not None and any(in_process.values()):
@@ -102,8 +119,11 @@ def eval_aloha_sim(
         raise click.UsageError(f"--server evaluates a served policy; drop {given}")
     if server is None and config_name is None and checkpoint is None:
         raise click.UsageError("say which policy: --server ws://HOST:PORT, or --config NAME and/or --checkpoint PATH")
+    if out is None and not as_json:
+        raise click.UsageError("say where the results go: --out FILE, or --json for stdout")
     env_module = _import_sim("env")
     evaluate_module = _import_sim("evaluate")
+
     try:
         with contextlib.ExitStack() as stack:
             if server is not None:
@@ -113,7 +133,8 @@ def eval_aloha_sim(
                 policy, info = _in_process(config_name, checkpoint, backend, num_steps)
                 on_reset = None
             env = env_module.AlohaSimEnv(task, render=render)
-            bar = stack.enter_context(tqdm(total=episodes, desc=f"aloha-sim {task}", unit="episode", disable=None))
+            bars = episode_bars(episodes, env.max_steps, f"aloha-sim {task}", progress)
+            on_episode, on_step = stack.enter_context(bars)
             results = evaluate_module.evaluate(
                 evaluate_module.chunk_fn(policy),
                 env,
@@ -121,13 +142,18 @@ def eval_aloha_sim(
                 seed=seed,
                 replan_steps=replan_steps,
                 video_dir=video_dir,
-                progress=lambda result: bar.update(),
+                progress=on_episode,
+                on_step=on_step,
                 on_reset=on_reset,
                 policy_info=info,
             )
     except OpenpiError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
-    results.write(out)
+    if out is not None:
+        results.write(out)
+    if as_json:
+        click.echo(results.to_json())
+        return
     click.echo(results.summary())
     click.echo(f"wrote {out}")
 
@@ -144,20 +170,23 @@ def _in_process(
     config_name: str | None, checkpoint: str | None, backend: str | None, num_steps: int | None
 ) -> tuple[Any, dict]:
     """The policy loaded as ``pi run serve`` loads it (ALOHA when no preset names the robot), and its metadata."""
-    from openpi_cli.serve import load_policy
+    from openpi_core.launch import PolicySourceError, load_policy
     from openpi_core.plugins import get_config
 
     if config_name is not None and get_config(config_name).embodiment != "aloha":
         raise click.UsageError(
             f"preset {config_name!r} is for the {get_config(config_name).embodiment} robot, not aloha"
         )
-    policy = load_policy(
-        config_name=config_name,
-        checkpoint=checkpoint,
-        embodiment=None if config_name else "aloha",
-        backend=backend,
-        num_steps=num_steps,
-    )
+    try:
+        policy = load_policy(
+            config_name=config_name,
+            checkpoint=checkpoint,
+            embodiment=None if config_name else "aloha",
+            backend=backend,
+            num_steps=num_steps,
+        )
+    except PolicySourceError as error:
+        raise click.UsageError(str(error)) from error
     return policy, {**policy.metadata, "checkpoint": checkpoint}
 
 
@@ -169,11 +198,23 @@ def _in_process(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed; failed seeds are skipped.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def data_aloha_sim(task: str, episodes: int, out: Path, seed: int, overwrite: bool) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar over the episodes with an ETA on stderr (default: only when stderr is a terminal).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout (shape below).")
+def data_aloha_sim(
+    task: str, episodes: int, out: Path, seed: int, overwrite: bool, progress: bool | None, as_json: bool
+) -> None:
     """Record the scripted expert in the ALOHA simulator as a LeRobot v3.0 dataset.
 
     Only successful episodes are kept; failed seeds are skipped and counted. The
     dataset trains as it is: pi run train --embodiment aloha --dataset OUT ...
+
+    \b
+    --json prints: {"dataset": OUT, "task", "episodes": N, "frames": N,
+                    "seeds": [kept seeds], "discarded_seeds": [failed seeds]}
     """
     from tqdm import tqdm
 
@@ -181,8 +222,9 @@ def data_aloha_sim(task: str, episodes: int, out: Path, seed: int, overwrite: bo
 
     record_module = _import_sim("record")
     failed: list[int] = []
+    disable = None if progress is None else not progress
     try:
-        with tqdm(total=episodes, desc=f"recording {task}", unit="episode", disable=None) as bar:
+        with tqdm(total=episodes, desc=f"recording {task}", unit="episode", disable=disable) as bar:
 
             def progress(episode_seed: int, kept: bool) -> None:
                 if kept:
@@ -197,6 +239,17 @@ def data_aloha_sim(task: str, episodes: int, out: Path, seed: int, overwrite: bo
     except OpenpiError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
     discarded = recording.discarded_seeds
+    if as_json:
+        summary = {
+            "dataset": str(recording.root),
+            "task": task,
+            "episodes": len(recording.seeds),
+            "frames": recording.frames,
+            "seeds": list(recording.seeds),
+            "discarded_seeds": list(discarded),
+        }
+        click.echo(json.dumps(summary, indent=2))
+        return
     click.echo(
         f"wrote {len(recording.seeds)} episodes ({recording.frames} frames) of {task} to {recording.root}; "
         f"discarded {len(discarded)} failed seed{'s' if len(discarded) != 1 else ''}"

@@ -77,9 +77,11 @@ class Rollout:
     rewards: list[float]
 
 
-def rollout(env: AlohaSimEnv, controller: Controller, seed: int) -> Rollout:
+def rollout(
+    env: AlohaSimEnv, controller: Controller, seed: int, on_step: Callable[[], object] | None = None
+) -> Rollout:
     """Run one episode of ``env.max_steps`` steps from ``seed``, ``controller`` acting on each
-    observation (with ``prompt`` added)."""
+    observation (with ``prompt`` added); ``on_step`` is called after each step."""
     observation = env.reset(seed)
     controller.reset()
     observations, actions, rewards = [], [], []
@@ -90,6 +92,8 @@ def rollout(env: AlohaSimEnv, controller: Controller, seed: int) -> Rollout:
         actions.append(action)
         observation, reward = env.step(action)
         rewards.append(reward)
+        if on_step is not None:
+            on_step()
     return Rollout(observations, actions, rewards)
 
 
@@ -212,6 +216,7 @@ def evaluate(
     video_dir: str | Path | None = None,
     progress: Callable[[EpisodeResult], None] | None = None,
     *,
+    on_step: Callable[[], object] | None = None,
     on_reset: Callable[[], None] | None = None,
     policy_info: Mapping[str, Any] | None = None,
 ) -> EvalResults:
@@ -225,6 +230,7 @@ def evaluate(
         video_dir: when given, each episode's camera frames (what the policy saw) are
             written to ``<video_dir>/<task>_seed<seed>.mp4`` at :data:`FPS`.
         progress: called with each episode's result as it finishes.
+        on_step: called after each simulator step (``env.max_steps`` times per episode).
         on_reset: called at the start of each episode, after the simulator's reset
             (a stateful policy's ``reset``).
         policy_info: stored in the results as ``policy`` (what was evaluated).
@@ -244,7 +250,7 @@ def evaluate(
     for index in range(episodes):
         episode_seed = seed + index
         calls_before = len(chunks.latencies_ms)
-        run = rollout(env, controller, episode_seed)
+        run = rollout(env, controller, episode_seed, on_step)
         frames = [observation["images"]["cam_high"] for observation in run.observations if observation["images"]]
         image_shape = tuple(frames[0].shape[:2]) if frames else None
         video = None
