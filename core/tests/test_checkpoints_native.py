@@ -1,12 +1,14 @@
 """The native format: a bit-exact, atomic round trip of canonical weights and their config."""
 
+import hashlib
 import json
+import re
 
 import attrs
 import numpy as np
 import pytest
 
-from openpi_core.checkpoints import _io, load_native, save_native
+from openpi_core.checkpoints import _io, load_native, native, save_native
 from openpi_core.checkpoints.native import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, is_native
 from openpi_core.errors import WeightsError
 from openpi_core.models.config import GemmaConfig, Pi0Config, SiglipConfig
@@ -131,3 +133,180 @@ def test_storage_dtype_of_mixed_params_is_float32():
     bf16 = np.ones(2, ml_dtypes.bfloat16)
     assert _io.storage_dtype({"a": bf16, "b": bf16}) == "bfloat16"
     assert _io.storage_dtype({"a": bf16, "b": np.ones(2, np.float32)}) == "float32"
+
+
+# -- unreadable manifests, truncated and changed files ---------------------------------
+
+
+def corrupt(file, how):
+    data = bytearray(file.read_bytes())
+    if how == "truncate":
+        file.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # flip the bits of one byte in the middle (inside the tensor data)
+        data[len(data) // 2] ^= 0xFF
+        file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "half",  # truncated mid-document
+        b"\xff\xfe not utf-8",
+        "[1, 2]",
+        lambda m: {**m, "config": "pi0"},
+        lambda m: {**m, "format_version": "1"},
+        lambda m: {**m, "dtype": 32},
+        lambda m: {**m, "files": ["model.safetensors"]},
+        lambda m: {**m, "files": {"model.safetensors": {"bytes": "12", "sha256": "00"}}},
+    ],
+    ids=["truncated", "not-utf8", "not-an-object", "config", "format_version", "dtype", "files", "files-entry"],
+)
+def test_an_unreadable_manifest_is_an_error_naming_it_not_a_guessed_config(tmp_path, text):
+    from openpi_core.checkpoints import load_checkpoint
+
+    config = attrs.evolve(tiny_config(), action_horizon=2)
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    file = tmp_path / "ckpt" / MANIFEST
+    original = file.read_text()
+    if text == "half":
+        file.write_text(original[: len(original) // 2])
+    elif isinstance(text, bytes):
+        file.write_bytes(text)
+    elif callable(text):
+        file.write_text(json.dumps(text(json.loads(original))))
+    else:
+        file.write_text(text)
+    # Read as "no manifest", the shapes would give a config with action_horizon 50.
+    with pytest.raises(WeightsError, match=re.escape(str(file))):
+        load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(WeightsError, match=re.escape(str(file))):
+        load_native(tmp_path / "ckpt")
+
+
+def test_another_projects_manifest_is_still_ignored(tmp_path):
+    from openpi_core.checkpoints import load_checkpoint
+
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps({"format": "someone-else", "version": 3}))
+    assert not is_native(tmp_path / "ckpt")
+    assert load_checkpoint(tmp_path / "ckpt")[0].action_horizon == Pi0Config().action_horizon
+
+
+def test_manifest_records_size_and_sha256_of_the_weights(tmp_path):
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    weights = (tmp_path / "ckpt" / WEIGHTS).read_bytes()
+    files = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())["files"]
+    assert files == {WEIGHTS: {"bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}}
+
+
+def test_flipped_bytes_in_the_weights_are_refused_naming_the_file(tmp_path, monkeypatch):
+    from openpi_core.checkpoints import load_checkpoint
+
+    config = tiny_config()
+    params = random_params(config)
+    save_native(tmp_path / "ckpt", config, params)
+    corrupt(tmp_path / "ckpt" / WEIGHTS, "flip")
+    weights = str(tmp_path / "ckpt" / WEIGHTS)
+    with pytest.raises(WeightsError, match=rf"{re.escape(weights)} has changed since it was written: its sha256 is"):
+        load_native(tmp_path / "ckpt")
+    with pytest.raises(WeightsError, match=re.escape(weights)):
+        load_checkpoint(tmp_path / "ckpt")
+    # Skipping the hash (for very large files) loads the changed bytes as they are.
+    _, loaded = load_native(tmp_path / "ckpt", verify=False)
+    assert any(not np.array_equal(loaded[name], params[name], equal_nan=True) for name in params)
+    load_checkpoint(tmp_path / "ckpt", verify=False)
+    monkeypatch.setenv(_io.SKIP_CHECKSUMS_ENV, "1")
+    load_native(tmp_path / "ckpt")
+    load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(WeightsError, match="has changed"):
+        load_native(tmp_path / "ckpt", verify=True)
+
+
+def test_truncated_weights_are_refused_naming_the_file_even_without_hashing(tmp_path):
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    corrupt(tmp_path / "ckpt" / WEIGHTS, "truncate")
+    with pytest.raises(
+        WeightsError, match=rf"{re.escape(str(tmp_path / 'ckpt' / WEIGHTS))} is \d+ bytes, but .*records \d+"
+    ):
+        load_native(tmp_path / "ckpt", verify=False)
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage"])
+def test_a_damaged_safetensors_file_without_checksums_is_a_named_error(tmp_path, how):
+    from openpi_core.checkpoints import load_checkpoint
+
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    del manifest["files"]  # as written before checksums were recorded
+    (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps(manifest))
+    weights = tmp_path / "ckpt" / WEIGHTS
+    if how == "truncate":
+        corrupt(weights, "truncate")
+    else:
+        weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(weights))} is not a readable safetensors file"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
+    config = tiny_config()
+    params = random_params(config)
+    save_native(tmp_path / "ckpt", config, params)
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    del manifest["files"]
+    (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps(manifest))
+    loaded_config, loaded = load_native(tmp_path / "ckpt")
+    assert loaded_config == config
+    assert all(np.array_equal(loaded[name], params[name]) for name in params)
+
+
+def test_a_file_the_manifest_lists_must_exist(tmp_path):
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    (tmp_path / "ckpt" / "norm_stats.json").write_text("{}")
+    native.update_manifest_files(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "norm_stats.json").unlink()
+    with pytest.raises(
+        WeightsError, match=rf"{re.escape(str(tmp_path / 'ckpt' / 'norm_stats.json'))} is missing, but .*lists it"
+    ):
+        load_native(tmp_path / "ckpt")
+
+
+def test_the_openpi_torch_export_records_and_checks_its_files(tmp_path):
+    from openpi_core.checkpoints import load_checkpoint, save_checkpoint
+
+    config = tiny_config()
+    save_checkpoint(tmp_path / "torch", config, random_params(config), to="openpi-torch")
+    assert set(json.loads((tmp_path / "torch" / MANIFEST).read_text())["files"]) == {WEIGHTS}
+    corrupt(tmp_path / "torch" / WEIGHTS, "flip")
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(tmp_path / 'torch' / WEIGHTS))} has changed"):
+        load_checkpoint(tmp_path / "torch")
+
+
+def test_publishing_a_checkpoint_fsyncs_its_files_and_directories_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = _io.os.fsync, _io.os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", _io.os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("replace", str(source), str(target)))
+        real_replace(source, target)
+
+    if not _io.os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to name fsynced descriptors")
+    monkeypatch.setattr(_io.os, "fsync", fsync)
+    monkeypatch.setattr(_io.os, "replace", replace)
+    config = tiny_config()
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    publish = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == str(tmp_path / "ckpt"))
+    scratch = events[publish][1]
+    synced_before = {e[1] for e in events[:publish] if e[0] == "fsync"}
+    assert {f"{scratch}/{WEIGHTS}", f"{scratch}/{MANIFEST}", scratch} <= synced_before
+    assert ("fsync", str(tmp_path)) in events[publish:]

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -276,3 +277,105 @@ def test_v30_metadata_matches_lerobot_layout(tmp_path):
     np.testing.assert_allclose(stats["observation.state"]["mean"], states.mean(0), atol=1e-6)
     np.testing.assert_allclose(stats["observation.state"]["std"], states.std(0), atol=1e-6)
     assert np.shape(stats["observation.images.top"]["mean"]) == (3, 1, 1)
+
+
+# -- LeRobot's own tasks.parquet; damaged parquet files ----------------------------------
+
+
+def low_dim_dataset(root, version="v3.0"):
+    """Two episodes of states and actions, no cameras: quick to write and read."""
+    return make_synthetic_dataset(
+        root,
+        episodes=2,
+        frames_per_episode=3,
+        cameras=(),
+        state_dim=2,
+        action_dim=2,
+        fps=5,
+        version=version,
+        task=["pick", "place"],
+    )
+
+
+def test_v30_tasks_stored_as_the_pandas_index_as_lerobot_writes_them(tmp_path):
+    """``pd.DataFrame({"task_index": [0, 1]}, index=pd.Index(["pick", "place"])).to_parquet(path)``,
+    built with pyarrow alone: the unnamed index is the column ``__index_level_0__`` and the
+    schema's pandas metadata names it as the index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = low_dim_dataset(tmp_path / "ds")
+    pandas_metadata = {
+        "index_columns": ["__index_level_0__"],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": "__index_level_0__",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.3",
+    }
+    table = pa.table(
+        {"task_index": pa.array([0, 1], pa.int64()), "__index_level_0__": pa.array(["pick", "place"], pa.string())}
+    ).replace_schema_metadata({b"pandas": json.dumps(pandas_metadata).encode()})
+    pq.write_table(table, root / "meta" / "tasks.parquet")
+
+    ds = LeRobotDataset(root)
+    assert ds.tasks == {0: "pick", 1: "place"}
+    assert [ds[i]["task"] for i in (0, 3)] == ["pick", "place"]
+
+
+def test_tasks_parquet_without_the_task_text_still_names_what_it_has(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = low_dim_dataset(tmp_path / "ds")
+    pq.write_table(pa.table({"task_index": [0, 1], "label": ["a", "b"]}), root / "meta" / "tasks.parquet")
+    with pytest.raises(InputError, match=r"tasks\.parquet.*got \['task_index', 'label'\]"):
+        LeRobotDataset(root)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_a_truncated_data_parquet_is_an_error_naming_the_file(tmp_path, version):
+    root = low_dim_dataset(tmp_path / "ds", version)
+    data = sorted((root / "data").rglob("*.parquet"))[0]
+    data.write_bytes(data.read_bytes()[:-40])
+    ds = LeRobotDataset(root)
+    with pytest.raises(InputError, match=rf"{re.escape(str(data))}.*truncated or corrupt"):
+        ds[0]
+
+
+def test_flipped_bytes_in_a_data_parquet_are_caught_by_its_page_checksums(tmp_path, monkeypatch):
+    root = low_dim_dataset(tmp_path / "ds")
+    data = root / "data" / "chunk-000" / "file-000.parquet"
+    original = LeRobotDataset(root)[0]["observation.state"]
+    raw = bytearray(data.read_bytes())
+    at = bytes(raw).find(np.float32(original[0]).tobytes())
+    assert at > 0 and bytes(raw).count(np.float32(original[0]).tobytes()) == 1
+    raw[at + 3] ^= 0x01  # one bit of the first state value, as a failing disk would flip it
+    data.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=rf"{re.escape(str(data))}.*(CRC|checksum)"):
+        LeRobotDataset(root)[0]
+    # Without the check the changed value would be read as data.
+    monkeypatch.setenv("OPENPI_SKIP_CHECKSUMS", "1")
+    assert LeRobotDataset(root)[0]["observation.state"][0] != original[0]

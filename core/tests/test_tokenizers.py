@@ -1,5 +1,7 @@
 """PaliGemma prompt formats, checked with a small SentencePiece model trained here."""
 
+import re
+
 import numpy as np
 import pytest
 import sentencepiece
@@ -83,3 +85,12 @@ def test_model_transforms_resize_tokenize_and_pad(model_file):
 def test_missing_prompt_is_a_clear_error(model_file):
     with pytest.raises(InputError, match="a prompt is required"):
         TokenizePrompt(PaligemmaTokenizer(8, model_file))({"state": np.zeros(3)})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_tokenizer_model_is_an_error_naming_the_file(model_file, tmp_path, damage):
+    broken = tmp_path / "tokenizer.model"
+    data = model_file.read_bytes()
+    broken.write_bytes({"truncated": data[: len(data) // 3], "garbage": b"\x07not a model" * 8, "empty": b""}[damage])
+    with pytest.raises(InputError, match=rf"{re.escape(str(broken))} is not a valid SentencePiece tokenizer model"):
+        PaligemmaTokenizer(8, broken).tokenize("pick up the cube")

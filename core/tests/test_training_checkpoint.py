@@ -1,6 +1,8 @@
 """Training checkpoints: layout, atomic writes, keep_period pruning, --resume/--overwrite."""
 
+import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +177,99 @@ def test_loading_a_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
 def test_experiment_dir_is_base_name_exp(tmp_path):
     train = TrainConfig("run1", checkpoint_base_dir=str(tmp_path))
     assert ckpt.experiment_dir(train, "pi0_aloha_sim") == tmp_path / "pi0_aloha_sim" / "run1"
+
+
+# -- integrity: checksums, damaged files, atomic norm stats ----------------------------
+
+
+def flip_middle_byte(file):
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_train_state_and_model_record_the_checksums_of_every_file(tmp_path):
+    train = TrainConfig("exp")
+    tokenizer = tmp_path / "tok.model"
+    tokenizer.write_bytes(b"spm")
+    step_dir = save(tmp_path / "exp", make_trainer(train), 4, train, model_assets={"assets/tokenizer.model": tokenizer})
+    files = json.loads((step_dir / ckpt.TRAIN_STATE_JSON).read_text())["files"]
+    arrays = (step_dir / ckpt.TRAIN_STATE_WEIGHTS).read_bytes()
+    assert files == {ckpt.TRAIN_STATE_WEIGHTS: {"bytes": len(arrays), "sha256": hashlib.sha256(arrays).hexdigest()}}
+    model_files = json.loads((step_dir / "model" / "manifest.json").read_text())["files"]
+    assert sorted(model_files) == ["assets/tokenizer.model", "model.safetensors", "norm_stats.json"]
+    assert model_files["assets/tokenizer.model"]["sha256"] == hashlib.sha256(b"spm").hexdigest()
+
+
+def test_changed_train_state_arrays_are_refused_naming_the_file_and_the_earlier_step(tmp_path, monkeypatch):
+    train = TrainConfig("exp")
+    trainer = make_trainer(train)
+    save(tmp_path / "exp", trainer, 4, train, keep_period=4)
+    save(tmp_path / "exp", trainer, 8, train, keep_period=4)
+    arrays = tmp_path / "exp" / "8" / ckpt.TRAIN_STATE_WEIGHTS
+    flip_middle_byte(arrays)
+    with pytest.raises(InputError, match=rf"{re.escape(str(arrays))} has changed since it was written") as error:
+        ckpt.load_train_checkpoint(tmp_path / "exp")
+    assert "previous checkpoint (step 4)" in str(error.value)
+    assert ckpt.load_train_checkpoint(tmp_path / "exp", 4)[0].step == 4
+    assert ckpt.load_train_checkpoint(tmp_path / "exp", verify=False)[0].step == 8
+    monkeypatch.setenv("OPENPI_SKIP_CHECKSUMS", "1")
+    assert ckpt.load_train_checkpoint(tmp_path / "exp")[0].step == 8
+
+
+def test_truncated_train_state_arrays_are_a_named_error_with_or_without_checksums(tmp_path):
+    train = TrainConfig("exp")
+    step_dir = save(tmp_path / "exp", make_trainer(train), 4, train)
+    arrays = step_dir / ckpt.TRAIN_STATE_WEIGHTS
+    arrays.write_bytes(arrays.read_bytes()[:-100])
+    with pytest.raises(InputError, match=rf"{re.escape(str(arrays))} is \d+ bytes, but .* records \d+"):
+        ckpt.load_train_checkpoint(tmp_path / "exp", verify=False)
+    document = json.loads((step_dir / ckpt.TRAIN_STATE_JSON).read_text())
+    del document["files"]  # as written before checksums were recorded
+    (step_dir / ckpt.TRAIN_STATE_JSON).write_text(json.dumps(document))
+    with pytest.raises(InputError, match=rf"{re.escape(str(arrays))} is not a readable safetensors file"):
+        ckpt.load_train_checkpoint(tmp_path / "exp")
+
+
+def test_a_train_state_written_before_checksums_still_loads(tmp_path):
+    train = TrainConfig("exp")
+    trainer = make_trainer(train)
+    step_dir = save(tmp_path / "exp", trainer, 4, train)
+    document = json.loads((step_dir / ckpt.TRAIN_STATE_JSON).read_text())
+    del document["files"]
+    (step_dir / ckpt.TRAIN_STATE_JSON).write_text(json.dumps(document))
+    state, arrays = ckpt.load_train_checkpoint(tmp_path / "exp")
+    assert state.step == 4 and np.array_equal(arrays["opt/count"], trainer.state_dict()["opt/count"])
+
+
+def test_truncated_train_state_json_is_a_named_error(tmp_path):
+    train = TrainConfig("exp")
+    step_dir = save(tmp_path / "exp", make_trainer(train), 4, train)
+    file = step_dir / ckpt.TRAIN_STATE_JSON
+    file.write_text(file.read_text()[:50])
+    with pytest.raises(InputError, match=rf"{re.escape(str(file))} is not valid JSON"):
+        ckpt.load_train_checkpoint(tmp_path / "exp")
+
+
+def test_changed_norm_stats_of_a_step_are_refused_when_its_model_is_loaded(tmp_path):
+    train = TrainConfig("exp")
+    step_dir = save(tmp_path / "exp", make_trainer(train), 4, train)
+    stats = step_dir / "model" / "norm_stats.json"
+    stats.write_text(stats.read_text().replace("1.0", "2.0"))
+    with pytest.raises(InputError, match=rf"{re.escape(str(stats))} (has changed|is \d+ bytes)"):
+        load_checkpoint(step_dir / "model")
+
+
+def test_a_failed_norm_stats_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = ckpt.save_experiment_norm_stats(tmp_path / "exp", STATS)
+    before = path.read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    changed = {"state": NormStats(mean=np.full(4, 5.0), std=np.ones(4))}
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_experiment_norm_stats(tmp_path / "exp", changed)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

@@ -3,6 +3,7 @@ seeded noise, initial weights, optional loggers."""
 
 import io
 import json
+import re
 import sys
 import types
 
@@ -16,7 +17,7 @@ from openpi_core.models.api import draw_noise, draw_time
 from openpi_core.models.config import GEMMA_VARIANTS, Pi0Config, SiglipConfig
 from openpi_core.training import checkpoint as ckpt
 from openpi_core.training.config import CosineDecaySchedule, LoRAConfig, TrainConfig
-from openpi_core.training.loop import init_params, initial_params, read_metrics, run_training, step_seed
+from openpi_core.training.loop import init_params, initial_params, read_metrics, run_training, step_seed, train
 from openpi_core.training.schedule import learning_rate
 from openpi_core.training.testing import FakeLoader, LinearBackend, LinearTrainer
 from openpi_core.transforms import NormStats
@@ -249,3 +250,56 @@ def test_loggers_that_are_not_installed_are_skipped_with_a_warning(tmp_path, mon
     assert result.step == 2
     assert "TensorBoard" in caplog.text and "Weights & Biases" in caplog.text
     assert json.loads((result.exp_dir / "metrics.jsonl").read_text().splitlines()[0])["step"] == 2
+
+
+# -- a damaged metrics.jsonl --------------------------------------------------------------
+
+
+def crash_after_step_six(tmp_path):
+    """A run killed after its step 4 checkpoint and step 6 metrics line; its experiment dir."""
+    with pytest.raises(KeyboardInterrupt):
+        run(train_config(tmp_path), CrashingLoader(CONFIG, 4, batches_per_epoch=3, crash_at=6))
+    return tmp_path / "tiny" / "exp"
+
+
+@pytest.mark.parametrize("tail", ['{"step": 8, "loss": 0.3', "\x00\x00\x00\x00", '{"step": 8, "lo\n'])
+def test_resume_drops_a_torn_last_metrics_line_with_one_warning(tmp_path, caplog, tail):
+    whole = run(train_config(tmp_path / "whole"))
+    exp_dir = crash_after_step_six(tmp_path / "torn")
+    with (exp_dir / "metrics.jsonl").open("a") as file:
+        file.write(tail)  # the power went out mid-append
+    with caplog.at_level("WARNING", logger="openpi_core.training.loop"):
+        resumed = run(train_config(tmp_path / "torn"), resume=True)
+    torn = [record for record in caplog.records if "incomplete" in record.getMessage()]
+    assert len(torn) == 1 and "metrics.jsonl" in torn[0].getMessage()
+    assert resumed.step == 8
+    assert without_timing(read_metrics(exp_dir)) == without_timing(read_metrics(whole.exp_dir))
+
+
+def test_a_corrupt_metrics_line_before_the_last_is_an_error_naming_file_and_line(tmp_path):
+    exp_dir = crash_after_step_six(tmp_path)
+    path = exp_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:20]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))} line 2 is not a metrics record"):
+        run(train_config(tmp_path), resume=True)
+    with pytest.raises(InputError, match="line 2"):
+        read_metrics(exp_dir)
+
+
+def test_a_failed_metrics_rewrite_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    exp_dir = crash_after_step_six(tmp_path)
+    before = (exp_dir / "metrics.jsonl").read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    settings = train_config(tmp_path)
+    trainer = LinearTrainer(CONFIG, settings, init_params(CONFIG, 0))
+    loader = FakeLoader(CONFIG, settings.batch_size, batches_per_epoch=3)
+    with pytest.raises(OSError, match="No space left"):  # rewriting metrics.jsonl without the step 6 line
+        train(trainer, loader, CONFIG, settings, exp_dir=exp_dir, backend="linear", name="tiny", start_step=4)
+    assert (exp_dir / "metrics.jsonl").read_bytes() == before
+    assert not [p for p in exp_dir.iterdir() if p.name.startswith(".metrics")]

@@ -13,6 +13,7 @@ import numpy as np
 import sentencepiece
 
 from openpi_core.download import maybe_download
+from openpi_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,77 @@ def discretize_state(state: np.ndarray) -> np.ndarray:
     """Bin indices ``0..255`` of a normalized state ``[S]`` (values outside [-1, 1] clip to the ends)."""
     edges = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
     return np.clip(np.digitize(state, bins=edges) - 1, 0, STATE_BINS - 1)
+
+
+NORMALIZER_SPEC_FIELD = 3
+"""Field number of ``normalizer_spec`` in SentencePiece's ``ModelProto`` (after the pieces, 1,
+and the trainer spec, 2); every trained model has one."""
+
+
+def _top_level_fields(data: bytes) -> set[int] | None:
+    """Field numbers of a serialized protobuf message's top-level fields; None when malformed."""
+
+    def varint(position: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            if position >= len(data) or shift > 63:
+                raise IndexError
+            byte = data[position]
+            value |= (byte & 0x7F) << shift
+            position, shift = position + 1, shift + 7
+            if not byte & 0x80:
+                return value, position
+
+    fields, position = set(), 0
+    try:
+        while position < len(data):
+            tag, position = varint(position)
+            wire_type = tag & 7
+            if wire_type == 0:
+                _, position = varint(position)
+            elif wire_type == 2:
+                length, position = varint(position)
+                position += length
+            elif wire_type in (1, 5):
+                position += 8 if wire_type == 1 else 4
+            else:
+                return None
+            fields.add(tag >> 3)
+    except IndexError:
+        return None
+    return fields if position == len(data) else None
+
+
+def load_sentencepiece(path: Path) -> sentencepiece.SentencePieceProcessor:
+    """The SentencePiece model in the file ``path``.
+
+    A file cut short exactly between two pieces still parses, as a model with fewer
+    pieces; it is recognised by its missing ``normalizer_spec``, which follows them.
+
+    Raises:
+        InputError: the file cannot be read, or is not a SentencePiece model (truncated
+            or corrupt); the message names it.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read the SentencePiece tokenizer {path}: {error}") from error
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_proto=data)
+    except (RuntimeError, OSError, ValueError) as error:
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{path} is not a valid SentencePiece tokenizer model ({len(data)} bytes; truncated or corrupt?): {detail}"
+        ) from error
+    if processor.vocab_size() == 0:
+        raise InputError(f"{path} is not a valid SentencePiece tokenizer model: it holds no pieces ({len(data)} bytes)")
+    fields = _top_level_fields(data)
+    if fields is None or NORMALIZER_SPEC_FIELD not in fields:
+        raise InputError(
+            f"{path} is not a valid SentencePiece tokenizer model ({len(data)} bytes; truncated?): it ends "
+            f"after {processor.vocab_size()} pieces without the normalizer spec that follows them"
+        )
+    return processor
 
 
 def clean_prompt(prompt: str) -> str:
@@ -49,8 +121,7 @@ class PaligemmaTokenizer:
     def processor(self) -> sentencepiece.SentencePieceProcessor:
         with self._lock:
             if self._processor is None:
-                path = maybe_download(str(self.model_path))
-                self._processor = sentencepiece.SentencePieceProcessor(model_proto=path.read_bytes())
+                self._processor = load_sentencepiece(maybe_download(str(self.model_path)))
             return self._processor
 
     def tokenize(self, prompt: str, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openpi_core.checkpoints._io import Progress, cast, storage_dtype
+from openpi_core.checkpoints._io import SKIP_CHECKSUMS_ENV, Progress, cast, storage_dtype, verification
 from openpi_core.checkpoints.infer import ModelConfig, infer_config, weight_schema
 from openpi_core.checkpoints.naming import detect_naming, to_canonical
 from openpi_core.checkpoints.native import load_native, save_native
@@ -29,6 +29,7 @@ from openpi_core.plugins import get_checkpoint_format, get_plugin_manager
 from openpi_core.specs import AbstractCheckpointFormat
 
 __all__ = [
+    "SKIP_CHECKSUMS_ENV",
     "detect_format",
     "detect_naming",
     "infer_config",
@@ -66,6 +67,7 @@ def load_checkpoint(
     config: ModelConfig | None = None,
     *,
     progress: Progress = None,
+    verify: bool | None = None,
 ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Load π0, π0.5 or π0-FAST weights from a checkpoint or a mapping of arrays, as canonical arrays.
 
@@ -80,18 +82,25 @@ def load_checkpoint(
             infers it from the shapes (``action_horizon`` and ``max_token_len`` then keep
             their defaults). Given, it overrides the stored one.
         progress: called with each tensor's name once it is loaded.
+        verify: check the sha256 of the files that a manifest of this project beside
+            the weights records (sizes are checked either way); None: yes, unless the
+            environment sets ``OPENPI_SKIP_CHECKSUMS=1``. False saves reading very large
+            files twice.
 
     Returns:
         ``(config, params)``: canonical name -> array, in the stored dtype.
 
     Raises:
-        WeightsError: the source is not recognised, or a parameter is missing,
-            unknown or mis-shaped (naming it, the expected and the found shape).
+        WeightsError: the source is not recognised; a file is unreadable, truncated or
+            corrupt, or differs from the checksum its manifest records (naming the file);
+            or a parameter is missing, unknown or mis-shaped (naming it, the expected
+            and the found shape).
     """
     if isinstance(path_or_params, Mapping):
         return to_canonical(path_or_params, config)
     source = maybe_download(path_or_params) if is_url(str(path_or_params)) else Path(path_or_params)
-    return detect_format(source).read(source, config, progress=progress)
+    with verification(verify):
+        return detect_format(source).read(source, config, progress=progress)
 
 
 def save_checkpoint(

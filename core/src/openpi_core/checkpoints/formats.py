@@ -2,7 +2,9 @@
 
 Their ``detect`` methods are disjoint, so :func:`openpi_core.checkpoints.load_checkpoint`
 finds exactly one for any checkpoint. When reading, the config comes from the caller,
-else from a manifest of this project beside the weights, else from the shapes.
+else from a manifest of this project beside the weights, else from the shapes. A
+manifest of the reader's naming beside the weights also has the files it records
+checked (size and sha256, see :mod:`openpi_core.checkpoints.native`).
 """
 
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ from openpi_core.checkpoints.infer import ModelConfig, weight_schema
 from openpi_core.checkpoints.naming import to_canonical
 from openpi_core.checkpoints.native import (
     WEIGHTS,
+    check_manifest_files,
     is_native,
     load_native,
     make_manifest,
@@ -40,12 +43,20 @@ from openpi_core.models.pi0_weights import check_against_schema
 from openpi_core.specs import AbstractCheckpointFormat
 
 
-def _stored_config(directory: Path, naming: str) -> ModelConfig | None:
-    """The config of a manifest of ``naming`` in ``directory``, if there is one."""
+def _stored_config(directory: Path, naming: str, config: ModelConfig | None) -> ModelConfig | None:
+    """``config`` if given, else that of a manifest of ``naming`` in ``directory``, if there is one.
+
+    The files such a manifest records are checked either way.
+
+    Raises:
+        WeightsError: the manifest is unreadable, or a file it records is missing,
+            truncated or changed.
+    """
     manifest = read_manifest(directory)
     if manifest is None or manifest.get("naming", "canonical") != naming:
-        return None
-    return manifest_config(manifest, directory)
+        return config
+    check_manifest_files(directory, manifest)
+    return config or manifest_config(manifest, directory)
 
 
 def _uniform(config: ModelConfig, params: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
@@ -97,8 +108,8 @@ class OpenpiTorchFormat(AbstractCheckpointFormat):
         file = find_safetensors(Path(path))
         if file is None:
             raise WeightsError(f"{path} is neither a .safetensors file nor a directory with model.safetensors")
-        state = read_safetensors(file, progress)
-        return to_canonical(state, config or _stored_config(file.parent, self.name))
+        config = _stored_config(file.parent, self.name, config)
+        return to_canonical(read_safetensors(file, progress), config)
 
     def write(
         self,
@@ -136,8 +147,8 @@ class OpenpiJaxFormat(AbstractCheckpointFormat):
         params_dir = find_params_dir(Path(path))
         if params_dir is None:
             raise WeightsError(f"{path} is not an Orbax params checkpoint")
-        params = read_orbax_params(params_dir, progress)
-        return to_canonical(params, config or _stored_config(params_dir.parent, self.name))
+        config = _stored_config(params_dir.parent, self.name, config)
+        return to_canonical(read_orbax_params(params_dir, progress), config)
 
     def write(
         self,
@@ -172,7 +183,8 @@ class SafetensorsFormat(AbstractCheckpointFormat):
         file = find_safetensors(Path(path))
         if file is None:
             raise WeightsError(f"{path} is neither a .safetensors file nor a directory with model.safetensors")
-        return to_canonical(read_safetensors(file, progress), config or _stored_config(file.parent, "canonical"))
+        config = _stored_config(file.parent, "canonical", config)
+        return to_canonical(read_safetensors(file, progress), config)
 
 
 BUILTIN_FORMATS: tuple[AbstractCheckpointFormat, ...] = (

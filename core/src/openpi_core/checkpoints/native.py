@@ -6,13 +6,23 @@
 
       {"format": "openpi-plugins", "format_version": 1, "naming": "canonical",
        "family": "pi0" | "pi05" | "pi0_fast", "config": <unstructured Pi0Config or Pi0FASTConfig>,
-       "dtype": "float32" | "bfloat16"}
+       "dtype": "float32" | "bfloat16",
+       "files": {"model.safetensors": {"bytes": <size>, "sha256": <hex digest>}, ...}}
 
   ``dtype`` is the storage dtype of the tensors, not the compute dtype
-  (``config.dtype``). Readers ignore keys they do not know, which leaves room for
-  more (norm stats). The exporters to openpi's formats write the same manifest
-  beside their files with ``"naming"`` set to ``openpi-torch`` or ``openpi-jax``,
-  so their output can be read back without guessing the config; openpi ignores it.
+  (``config.dtype``). ``files`` describes every other file of the directory
+  (a training checkpoint's ``norm_stats.json`` and ``assets/`` included); readers
+  check each file's size, and its sha256 unless told not to (``verify=False`` or
+  ``OPENPI_SKIP_CHECKSUMS=1``, see :func:`openpi_core.checkpoints._io.should_verify`).
+  Manifests written before ``files`` existed have none and load unchecked. Readers
+  ignore keys they do not know. The exporters to openpi's formats write the same
+  manifest beside their files with ``"naming"`` set to ``openpi-torch`` or
+  ``openpi-jax``, so their output can be read back without guessing the config;
+  openpi ignores it.
+
+A ``manifest.json`` that exists but cannot be read (not JSON, truncated, fields of the
+wrong type) is an error naming it, never taken for "no manifest": the config would
+otherwise be guessed from the shapes and a different model served.
 
 bfloat16 tensors are stored as safetensors ``BF16`` and loaded as
 ``ml_dtypes.bfloat16`` arrays; float32 round trips are bit-exact.
@@ -29,7 +39,11 @@ from openpi_core.checkpoints._io import (
     STORAGE_DTYPES,
     Progress,
     atomic_directory,
+    atomic_write,
     cast,
+    check_files,
+    check_records,
+    file_records,
     read_safetensors,
     storage_dtype,
     write_safetensors,
@@ -62,30 +76,70 @@ def make_manifest(config: ModelConfig, dtype: str, naming: str = "canonical") ->
 
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    """Write ``manifest`` into ``directory`` with ``files``: the size and sha256 of every
+    other file under ``directory``, so write the manifest last."""
+    directory = Path(directory)
+    files = file_records(directory, exclude=[MANIFEST])
+    atomic_write(directory / MANIFEST, json.dumps({**manifest, "files": files}, indent=2) + "\n")
+
+
+def update_manifest_files(directory: Path) -> None:
+    """Record again, in ``directory``'s manifest, every file now in ``directory`` (after adding some)."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise WeightsError(f"{Path(directory) / MANIFEST} is missing or not a manifest of {FORMAT!r}")
+    write_manifest(directory, manifest)
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    """The manifest in ``directory``, or None when it has none of this project's.
+    """The manifest in ``directory``, or None when there is no ``manifest.json`` or it is
+    another project's (a JSON object without ``"format": "openpi-plugins"``).
 
     Raises:
-        WeightsError: the manifest is ours but of a newer format version or an unknown naming.
+        WeightsError: ``manifest.json`` exists but cannot be read (unreadable, not JSON,
+            truncated, not an object), or is ours with a field of the wrong type, a newer
+            format version or an unknown naming; the message names the file.
     """
     file = Path(directory) / MANIFEST
     if not file.is_file():
         return None
     try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        manifest = json.loads(file.read_bytes().decode())
+    except OSError as error:
+        raise WeightsError(f"cannot read the checkpoint manifest {file}: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WeightsError(
+            f"the checkpoint manifest {file} is not valid JSON (truncated or corrupt?): {error}"
+        ) from error
+    if not isinstance(manifest, dict):
+        raise WeightsError(f"the checkpoint manifest {file} should hold a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
         return None
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise WeightsError(f"{file} has format_version {version!r}; this openpi-core reads up to {FORMAT_VERSION}")
     if manifest.get("naming", "canonical") not in NAMINGS:
         raise WeightsError(f"{file}: naming should be one of {NAMINGS}, got {manifest.get('naming')!r}")
+    if not isinstance(manifest.get("family", ""), str):
+        raise WeightsError(f"{file}: family should be a string, got {manifest['family']!r}")
+    if not isinstance(manifest.get("config"), dict):
+        raise WeightsError(f"{file}: config should be an object of model config fields, got {manifest.get('config')!r}")
+    if manifest.get("dtype", "float32") not in STORAGE_DTYPES:
+        raise WeightsError(f"{file}: dtype should be one of {STORAGE_DTYPES}, got {manifest.get('dtype')!r}")
+    if "files" in manifest:
+        check_records(manifest["files"], file)
     return manifest
+
+
+def check_manifest_files(directory: Path, manifest: Mapping[str, Any], *, verify: bool | None = None) -> None:
+    """Check the files ``manifest`` (read from ``directory``) records; nothing to do for
+    manifests written before checksums were.
+
+    Raises:
+        WeightsError: naming a file that is missing, has another size or another sha256.
+    """
+    if "files" in manifest:
+        check_files(Path(directory), manifest["files"], Path(directory) / MANIFEST, verify=verify)
 
 
 def manifest_config(manifest: Mapping[str, Any], where: Path) -> ModelConfig:
@@ -142,25 +196,29 @@ def save_native(
 
 
 def load_native(
-    path: str | Path, config: ModelConfig | None = None, *, progress: Progress = None
+    path: str | Path, config: ModelConfig | None = None, *, progress: Progress = None, verify: bool | None = None
 ) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Read a native checkpoint directory.
 
     Args:
         config: overrides the manifest's config (for fields weights do not fix, such as
             ``action_horizon``); the weights are checked against whichever is used.
+        verify: check the sha256 of every file the manifest records; None: yes, unless
+            ``OPENPI_SKIP_CHECKSUMS=1`` (sizes are checked either way).
 
     Returns:
         The config and canonical name -> array, in the stored dtype.
 
     Raises:
-        WeightsError: not a native checkpoint, or its tensors do not match the config
-            or the manifest's dtype.
+        WeightsError: not a native checkpoint; its manifest is unreadable; a file is
+            truncated, corrupt or changed (naming it); or its tensors do not match the
+            config or the manifest's dtype.
     """
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None or not (path / WEIGHTS).is_file():
         raise WeightsError(f"{path} is not a native checkpoint: it needs {MANIFEST} (format {FORMAT!r}) and {WEIGHTS}")
+    check_manifest_files(path, manifest, verify=verify)
     config = config or manifest_config(manifest, path)
     params = check_against_schema(read_safetensors(path / WEIGHTS, progress), weight_schema(config))
     expected = manifest.get("dtype", "float32")

@@ -14,6 +14,18 @@ Layouts, as written by LeRobot (``meta/info.json`` names the version and the pat
 
 Parquet is read with pyarrow and video decoded with PyAV; both are imported on first
 use (``pip install 'openpi-core[data]'``), so importing this module needs numpy only.
+
+``meta/tasks.parquet`` holds the task text in a ``task`` column, as this project's
+writer stores it, or as the pandas index, as LeRobot stores it (an unnamed index is
+the column ``__index_level_0__``, named in the schema's pandas metadata).
+
+Integrity: a parquet file that cannot be read (truncated, not parquet, a corrupt page)
+is an :class:`~openpi_core.errors.InputError` naming the file. Parquet pages can carry
+a CRC32 of their bytes; this project's writer (:mod:`openpi_core.data.writer`) writes
+them (:data:`PARQUET_WRITE_OPTIONS`), and reading verifies every page that has one, so
+flipped bytes in such a file are an error rather than silently different data. Files
+written without page CRCs (LeRobot's) cannot be checked this way. ``OPENPI_SKIP_CHECKSUMS=1``
+turns the page verification off.
 """
 
 import collections
@@ -66,6 +78,11 @@ DEFAULT_TOLERANCE_S = 1e-4
 
 DEFAULT_CACHE_MB = 256
 
+PARQUET_WRITE_OPTIONS: dict[str, Any] = {"write_page_checksum": True}
+"""Options of every parquet file the project writes: a CRC32 per page, which reading verifies."""
+PANDAS_INDEX_COLUMN = "__index_level_0__"
+"""The column pyarrow stores an unnamed pandas index in."""
+
 
 def import_pyarrow() -> Any:
     """``pyarrow.parquet``, or an :class:`InputError` that says what to install."""
@@ -107,15 +124,72 @@ def read_jsonl(path: Path) -> list[Any]:
         raise InputError(f"{str(path)!r} is not valid JSON lines: {error}") from error
 
 
+def _verify_pages() -> bool:
+    from openpi_core.checkpoints._io import should_verify
+
+    return should_verify()
+
+
+def _parquet_error(path: Path, error: Exception) -> InputError:
+    return InputError(f"cannot read parquet file {str(path)!r} (truncated or corrupt?): {error}")
+
+
 def read_parquet(path: Path, columns: Sequence[str] | None = None) -> Any:
-    """A pyarrow Table of ``path`` (only ``columns`` when given)."""
+    """A pyarrow Table of ``path`` (only ``columns`` when given), page CRCs verified where present.
+
+    Raises:
+        InputError: the file is missing, unreadable, not parquet or corrupt (naming it).
+    """
     pq = import_pyarrow()
     if not path.is_file():
         raise InputError(f"LeRobot dataset file {str(path)!r} is missing")
     try:
-        return pq.read_table(path, columns=None if columns is None else list(columns))
+        return pq.read_table(
+            path, columns=None if columns is None else list(columns), page_checksum_verification=_verify_pages()
+        )
     except Exception as error:  # pyarrow raises its own types for corrupt files
-        raise InputError(f"cannot read parquet file {str(path)!r}: {error}") from error
+        raise _parquet_error(path, error) from error
+
+
+def open_parquet(path: Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` of ``path`` (its footer read), page CRCs verified where present.
+
+    Raises:
+        InputError: the file is missing, unreadable, not parquet or corrupt (naming it).
+    """
+    pq = import_pyarrow()
+    if not path.is_file():
+        raise InputError(f"LeRobot dataset file {str(path)!r} is missing")
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=_verify_pages())
+    except Exception as error:  # pyarrow raises its own types for corrupt files
+        raise _parquet_error(path, error) from error
+
+
+def task_column(table: Any, where: str) -> str:
+    """The column of ``meta/tasks.parquet`` holding the task text: ``task``, else the
+    pandas index that the schema's pandas metadata names (how LeRobot writes it).
+
+    Raises:
+        InputError: neither is there.
+    """
+    if "task" in table.column_names:
+        return "task"
+    metadata = (table.schema.metadata or {}).get(b"pandas")
+    index_columns: list[Any] = []
+    if metadata:
+        try:
+            index_columns = list(json.loads(metadata).get("index_columns") or [])
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+            index_columns = []
+    # A RangeIndex is recorded as a dict, not stored as a column; only a stored one holds text.
+    stored = [name for name in index_columns if isinstance(name, str) and name in table.column_names]
+    if len(stored) == 1:
+        return stored[0]
+    raise InputError(
+        f"{where} should have the columns 'task_index' and 'task' (or the task text as its pandas index, "
+        f"as LeRobot writes it), got {table.column_names}"
+    )
 
 
 def arrow_to_numpy(column: Any, shape: Sequence[int], where: str) -> np.ndarray:
@@ -369,13 +443,13 @@ class LeRobotDataset:
 
     def _read_tasks(self) -> dict[int, str]:
         if self.is_v3:
-            table = read_parquet(self.root / TASKS_PARQUET_PATH)
-            if not {"task_index", "task"} <= set(table.column_names):
-                raise InputError(
-                    f"{TASKS_PARQUET_PATH} should have the columns 'task_index' and 'task', got {table.column_names}"
-                )
+            path = self.root / TASKS_PARQUET_PATH
+            table = read_parquet(path)
+            text = task_column(table, str(path))
+            if "task_index" not in table.column_names:
+                raise InputError(f"{str(path)!r} should have the column 'task_index', got {table.column_names}")
             indices = table.column("task_index").to_pylist()
-            return dict(zip((int(i) for i in indices), table.column("task").to_pylist(), strict=True))
+            return {int(i): str(task) for i, task in zip(indices, table.column(text).to_pylist(), strict=True)}
         path = self.root / TASKS_JSONL_PATH
         tasks = {}
         for row in read_jsonl(path):
@@ -523,15 +597,17 @@ class LeRobotDataset:
         """
         if self._columns is not None:
             return self._columns
+        import_pyarrow()  # the install hint when pyarrow is missing
         import pyarrow as pa
 
-        pq = import_pyarrow()
         files = list(dict.fromkeys(episode.data_file for episode in self.episodes))
         images = {key for key in self.camera_keys if self.features[key].get("dtype") == "image"}
         tables = []
         for name in files:
-            schema_names = pq.read_schema(self.root / name).names if (self.root / name).is_file() else None
-            wanted = None if schema_names is None else [c for c in schema_names if c not in images]
+            wanted = None
+            if images:
+                schema_names = open_parquet(self.root / name).schema_arrow.names
+                wanted = [c for c in schema_names if c not in images]
             tables.append(read_parquet(self.root / name, wanted))
         table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
         for name in ("episode_index", "frame_index"):
@@ -561,16 +637,16 @@ class LeRobotDataset:
 
     def _parquet_image(self, key: str, position: int) -> np.ndarray:
         """The image ``key`` of frame ``position``, from its row group (cached) in the data file."""
+        import_pyarrow()  # the install hint when pyarrow is missing
         import pyarrow as pa
 
-        pq = import_pyarrow()
         assert self._row_source is not None
         file_index, row = int(self._row_source[0][position]), int(self._row_source[1][position])
         relative = self._data_files[file_index]
         where = f"image {key!r} of frame {position} in {relative!r}"
         starts_entry = self._frame_cache.get((relative, -1))
         if starts_entry is None:
-            metadata = pq.ParquetFile(self.root / relative).metadata
+            metadata = open_parquet(self.root / relative).metadata
             starts = np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
             self._frame_cache.put((relative, -1), 0.0, starts)
         else:
@@ -579,7 +655,12 @@ class LeRobotDataset:
         cache_key = (f"{relative}#{key}", group)
         entry = self._frame_cache.get(cache_key)
         if entry is None:
-            column = pq.ParquetFile(self.root / relative).read_row_group(group, columns=[key]).column(key)
+            try:
+                column = open_parquet(self.root / relative).read_row_group(group, columns=[key]).column(key)
+            except InputError:
+                raise
+            except Exception as error:  # pyarrow raises its own types for corrupt pages
+                raise _parquet_error(self.root / relative, error) from error
             column = column.combine_chunks()
             if pa.types.is_struct(column.type):
                 data = column.field("bytes").to_pylist()

@@ -5,6 +5,9 @@ Each camera is encoded with PyAV: H.264 (libx264, yuv420p, the default), AV1
 (libx264rgb at crf 0, which decodes back bit-exact). Keyframes every 2 frames by
 default, as LeRobot does, so random access decodes at most one extra frame.
 
+Every parquet file carries a CRC32 per page, which :class:`~openpi_core.data.LeRobotDataset`
+verifies when reading, so flipped bytes are an error naming the file.
+
 Usage::
 
     features = {
@@ -36,6 +39,7 @@ from openpi_core.data.lerobot import (
     EPISODES_STATS_JSONL_PATH,
     EPISODES_V30_PATH,
     INFO_PATH,
+    PARQUET_WRITE_OPTIONS,
     STATS_PATH,
     TASKS_JSONL_PATH,
     TASKS_PARQUET_PATH,
@@ -378,7 +382,7 @@ class LeRobotWriter:
         if self._parquet is None:
             path = self.root / DATA_PATH[V30].format(chunk_index=chunk, file_index=file)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._parquet = pq.ParquetWriter(path, table.schema)
+            self._parquet = pq.ParquetWriter(path, table.schema, **PARQUET_WRITE_OPTIONS)
             self._open_videos(
                 {
                     key: VIDEO_PATH[V30].format(video_key=key, chunk_index=chunk, file_index=file)
@@ -407,7 +411,7 @@ class LeRobotWriter:
         chunk = episode_index // DEFAULT_CHUNKS_SIZE
         path = self.root / DATA_PATH[V21].format(episode_chunk=chunk, episode_index=episode_index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(self._table(columns, features), path)
+        pq.write_table(self._table(columns, features), path, **PARQUET_WRITE_OPTIONS)
         self._open_videos(
             {
                 key: VIDEO_PATH[V21].format(episode_chunk=chunk, video_key=key, episode_index=episode_index)
@@ -519,7 +523,7 @@ class LeRobotWriter:
             rows.append(row)
         path = self.root / EPISODES_V30_PATH.format(chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        pq.write_table(pa.Table.from_pylist(rows), path, **PARQUET_WRITE_OPTIONS)
 
         tasks = sorted(self.tasks.items(), key=lambda item: item[1])
         table = pa.table(
@@ -554,7 +558,7 @@ class LeRobotWriter:
             "pandas_version": "2.2.0",
         }
         table = table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
-        pq.write_table(table, self.root / TASKS_PARQUET_PATH)
+        pq.write_table(table, self.root / TASKS_PARQUET_PATH, **PARQUET_WRITE_OPTIONS)
         (self.root / STATS_PATH).write_text(json.dumps(_json_stats(self._merged_stats()), indent=4))
 
     def _write_v21_meta(self) -> None:

@@ -11,15 +11,22 @@ Layout of an experiment (``<checkpoint_base_dir>/<config or model name>/<exp_nam
             norm_stats.json       # where openpi_core.policy looks for a native checkpoint's stats
             assets/tokenizer.model  # when the run used its own prompt tokenizer
         train_state.safetensors   # the trainer's state_dict(): params/, opt/, ema/
-        train_state.json          # step, loader state, numpy RNG state, configs, backend
+        train_state.json          # step, loader state, numpy RNG state, configs, backend,
+                                  #   and the size and sha256 of train_state.safetensors
 
 ``<step>/model`` is a complete checkpoint on its own, stats and tokenizer included: ``pi run serve --checkpoint
 <step>/model`` and ``backend.load_model(<step>/model)`` read it directly.
 
-A step directory is written under a hidden temporary name next to it and renamed into
-place only once every file is complete, so a crash mid-write never leaves a half
-checkpoint where :func:`latest_step` looks; the previous checkpoint is pruned only
-after the new one is in place.
+A step directory is written under a hidden temporary name next to it, fsynced, and
+renamed into place only once every file is complete, so a crash or power loss
+mid-write never leaves a half checkpoint where :func:`latest_step` looks; the previous
+checkpoint is pruned only after the new one is in place.
+
+Integrity: ``model/manifest.json`` records the size and sha256 of every file of
+``model/`` (norm stats and assets included) and ``train_state.json`` those of
+``train_state.safetensors``; loading checks them (the sha256 unless ``verify=False`` or
+``OPENPI_SKIP_CHECKSUMS=1``) and names the file that is missing, truncated or changed.
+Checkpoints written before these records load unchecked.
 """
 
 import json
@@ -32,10 +39,17 @@ from typing import Any
 
 import attrs
 import numpy as np
-from safetensors import safe_open
 
-from openpi_core.checkpoints._io import atomic_directory, read_safetensors, write_safetensors
-from openpi_core.checkpoints.native import save_native
+from openpi_core.checkpoints._io import (
+    atomic_directory,
+    check_files,
+    check_records,
+    file_records,
+    read_safetensors,
+    safetensors_metadata,
+    write_safetensors,
+)
+from openpi_core.checkpoints.native import save_native, update_manifest_files
 from openpi_core.errors import InputError
 from openpi_core.models.config import Pi0Config
 from openpi_core.serialization import unstructure
@@ -51,6 +65,8 @@ TRAIN_STATE_WEIGHTS = "train_state.safetensors"
 TRAIN_STATE_JSON = "train_state.json"
 ASSETS_DIR = "assets"
 TRAIN_STATE_VERSION = 1
+FILES_KEY = "files"
+"""Key of ``train_state.json`` recording ``{file: {"bytes": size, "sha256": hex}}`` of the step's arrays."""
 
 
 def experiment_dir(train_config: TrainConfig, name: str) -> Path:
@@ -201,8 +217,14 @@ def save_train_checkpoint(
             target = scratch / MODEL_DIR / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+        if norm_stats is not None or model_assets:
+            update_manifest_files(scratch / MODEL_DIR)
         _write_arrays(scratch / TRAIN_STATE_WEIGHTS, trainer.state_dict())
-        document = {"version": TRAIN_STATE_VERSION, **attrs.asdict(state, recurse=False)}
+        document = {
+            "version": TRAIN_STATE_VERSION,
+            **attrs.asdict(state, recurse=False),
+            FILES_KEY: file_records(scratch, [TRAIN_STATE_WEIGHTS]),
+        }
         (scratch / TRAIN_STATE_JSON).write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
     prune_checkpoints(exp_dir, keep_period)
     return step_dir
@@ -224,31 +246,57 @@ def prune_checkpoints(exp_dir: str | Path, keep_period: int | None) -> list[int]
     return doomed
 
 
-def load_train_checkpoint(exp_dir: str | Path, step: int | None = None) -> tuple[TrainState, dict[str, np.ndarray]]:
+def load_train_checkpoint(
+    exp_dir: str | Path, step: int | None = None, *, verify: bool | None = None
+) -> tuple[TrainState, dict[str, np.ndarray]]:
     """Read ``<exp_dir>/<step>/`` (default: the latest): its :class:`TrainState` and the
     trainer state arrays.
 
+    Args:
+        verify: check the sha256 of ``train_state.safetensors`` against the one
+            ``train_state.json`` records (its size is checked either way); None: yes,
+            unless ``OPENPI_SKIP_CHECKSUMS=1``.
+
     Raises:
-        InputError: no such checkpoint, or its ``train_state.json`` is unreadable or of a
-            newer version.
+        InputError: no such checkpoint; its ``train_state.json`` is unreadable or of a
+            newer version; or ``train_state.safetensors`` is truncated, corrupt or changed.
+            The message names the file, and the earlier step to fall back on if there is one.
     """
     exp_dir = Path(exp_dir)
     step = latest_step(exp_dir) if step is None else step
     if step is None:
         raise InputError(f"{exp_dir} holds no training checkpoint (no <step>/{TRAIN_STATE_JSON})")
     step_dir = exp_dir / str(step)
+    try:
+        return _load_step(step_dir, verify)
+    except InputError as error:
+        earlier = [s for s in checkpoint_steps(exp_dir) if s < step]
+        if not earlier:
+            raise
+        raise type(error)(
+            f"{error}; to resume from the previous checkpoint (step {earlier[-1]}) instead, delete {step_dir}"
+        ) from error
+
+
+def _load_step(step_dir: Path, verify: bool | None) -> tuple[TrainState, dict[str, np.ndarray]]:
     file = step_dir / TRAIN_STATE_JSON
     try:
-        document = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        document = json.loads(file.read_bytes().decode())
+    except OSError as error:
         raise InputError(f"cannot read the training state {file}: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"the training state {file} is not valid JSON (truncated or corrupt?): {error}") from error
+    if not isinstance(document, dict):
+        raise InputError(f"the training state {file} should hold a JSON object, got {type(document).__name__}")
     version = document.pop("version", None)
     if version != TRAIN_STATE_VERSION:
         raise InputError(f"{file} has version {version!r}; this openpi-core reads version {TRAIN_STATE_VERSION}")
+    records = check_records(document.pop(FILES_KEY, {}), file, InputError)
     try:
         state = TrainState(**document)
     except TypeError as error:
         raise InputError(f"{file} does not hold a valid training state: {error}") from error
+    check_files(step_dir, records, file, verify=verify, error=InputError)
     return state, _read_arrays(step_dir / TRAIN_STATE_WEIGHTS)
 
 
@@ -274,9 +322,16 @@ def _write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    with safe_open(str(path), "np") as file:
-        scalars = json.loads((file.metadata() or {}).get(SCALARS_METADATA, "[]"))
+    if not path.is_file():
+        raise InputError(f"the training state arrays {path} are missing")
+    try:
+        scalars = json.loads(safetensors_metadata(path).get(SCALARS_METADATA, "[]"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: the {SCALARS_METADATA!r} metadata is not valid JSON: {error}") from error
     arrays = read_safetensors(path)
+    missing = [name for name in scalars if name not in arrays]
+    if missing:
+        raise InputError(f"{path}: the {SCALARS_METADATA!r} metadata names arrays it lacks: {missing}")
     return arrays | {name: arrays[name].reshape(()) for name in scalars}
 
 

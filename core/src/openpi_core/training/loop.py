@@ -20,7 +20,9 @@ Per step ``s`` (0-based; ``s + 1`` updates are done after it):
 
 A resumed run continues from the latest checkpoint with the trainer's state, the
 loader's position and numpy's global RNG state restored, and drops the lines of
-``metrics.jsonl`` written after that checkpoint; with ``log_interval`` dividing
+``metrics.jsonl`` written after that checkpoint (rewriting the file atomically). A torn
+last line (a power loss or a full disk mid-append) is dropped with a warning; a
+corrupt line before it is an error naming the file and the line. With ``log_interval`` dividing
 ``save_interval``, N steps + resume + N steps then give the same metrics and state as
 2N steps in one go.
 """
@@ -38,6 +40,7 @@ import attrs
 import numpy as np
 
 from openpi_core.checkpoints import load_checkpoint
+from openpi_core.checkpoints._io import atomic_write
 from openpi_core.data.augment import augment_batch
 from openpi_core.errors import InputError, OpenpiError
 from openpi_core.models.api import draw_noise, draw_time
@@ -300,11 +303,47 @@ def train(
 
 
 def read_metrics(exp_dir: str | Path) -> list[dict[str, float]]:
-    """The lines of ``<exp_dir>/metrics.jsonl``, in order (empty when there is none)."""
-    path = Path(exp_dir) / METRICS_FILE
+    """The lines of ``<exp_dir>/metrics.jsonl``, in order (empty when there is none).
+
+    A torn last line is left out with a warning.
+
+    Raises:
+        InputError: a line before the last is not a JSON object with a numeric ``step``.
+    """
+    return [entry for entry, _ in _metrics_lines(Path(exp_dir) / METRICS_FILE)]
+
+
+def _metrics_lines(path: Path) -> list[tuple[dict[str, Any], str]]:
+    """Each metrics record of ``path`` with its line; a last line that does not parse is
+    dropped with a warning."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_bytes().decode(errors="replace").splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read the metrics file {path}: {error}") from error
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    metrics = []
+    for position, (number, line) in enumerate(numbered):
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or type(entry.get("step")) not in (int, float):
+                raise ValueError("not a JSON object with a numeric 'step'")
+        except ValueError as error:
+            if position == len(numbered) - 1:
+                logger.warning(
+                    "%s: dropping its last line %d, which is incomplete (a write was cut short): %.80r",
+                    path,
+                    number,
+                    line,
+                )
+                break
+            raise InputError(
+                f"{path} line {number} is not a metrics record (a JSON object with a 'step'): {line[:80]!r}; "
+                f"only a torn last line can be dropped, so fix or delete that line"
+            ) from error
+        metrics.append((entry, line))
+    return metrics
 
 
 def _forever(loader: ResumableLoader) -> Iterator[Mapping[str, Any]]:
@@ -323,11 +362,12 @@ def _forever(loader: ResumableLoader) -> Iterator[Mapping[str, Any]]:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines after ``step`` (written by a run that stopped after its last checkpoint)."""
+    """Drop the lines after ``step`` (written by a run that stopped after its last checkpoint)
+    and a torn last line, rewriting the file atomically."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(f"{line}\n" for line in lines))
+    kept = [line for entry, line in _metrics_lines(path) if entry["step"] <= step]
+    atomic_write(path, "".join(f"{line}\n" for line in kept))
 
 
 @contextlib.contextmanager
