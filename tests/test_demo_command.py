@@ -91,7 +91,9 @@ def test_pi_demo_sim_without_any_demo_says_what_to_install():
     with use_plugin_manager(PluginManager(entry_points=False)):
         result = invoke("demo", "--sim")
     assert result.exit_code == 1
-    assert 'no simulator demo is installed; pip install "openpi-embodiment-aloha[sim]" (or use --no-sim)' in result.output
+    assert (
+        'no simulator demo is installed; pip install "openpi-embodiment-aloha[sim]" (or use --no-sim)' in result.output
+    )
 
 
 def test_the_aloha_plugin_registers_its_simulator_demo(monkeypatch):

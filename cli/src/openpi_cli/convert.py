@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
+from openpi_cli.progress import progress_bar, progress_option
 from openpi_core.checkpoints import load_checkpoint, save_checkpoint
 from openpi_core.errors import OpenpiError
 from openpi_core.models.config import Pi0Config
@@ -36,25 +36,54 @@ from openpi_core.serialization import structure
     help="Storage dtype of DST. Default: bfloat16 if every SRC tensor is, else float32.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
-def convert(src: str, dst: Path, to: str, config_json: Path | None, dtype: str | None, overwrite: bool) -> None:
+@progress_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout (shape below).")
+def convert(
+    src: str,
+    dst: Path,
+    to: str,
+    config_json: Path | None,
+    dtype: str | None,
+    overwrite: bool,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
     """Convert the checkpoint SRC into DST (a directory) in another format.
 
     SRC is a native directory, an openpi Orbax params/ directory (or one holding
     params/), an openpi-PyTorch / LeRobot model.safetensors (or its directory), a
     bare .safetensors file, or a URL to one (http(s)://, gs://, file://).
+
+    Progress bars count tensors read and written.
+
+    \b
+    --json prints {"src", "dst", "format", "family", "dtype", "tensors", "parameters"};
+    "dtype" is the --dtype asked for, null when DST keeps SRC's.
     """
     try:
         get_checkpoint_format(to)  # fail before reading gigabytes
         config = _read_config(config_json) if config_json else None
-        with tqdm(desc="reading", unit="tensor", disable=None) as bar:
+        with progress_bar(progress, desc=f"reading {src}", unit="tensor") as bar:
             config, params = load_checkpoint(src, config, progress=lambda _: bar.update())
-        with tqdm(total=len(params), desc=f"writing {to}", unit="tensor", disable=None) as bar:
+        with progress_bar(progress, total=len(params), desc=f"writing {to}", unit="tensor") as bar:
             save_checkpoint(
                 dst, config, params, to=to, dtype=dtype, overwrite=overwrite, progress=lambda _: bar.update()
             )
     except OpenpiError as error:
         raise click.ClickException(str(error)) from error
     scalars = count_parameters(pi0_weight_schema(config))
+    if as_json:
+        written = {
+            "src": src,
+            "dst": str(dst),
+            "format": to,
+            "family": config.family,
+            "dtype": dtype,
+            "tensors": len(params),
+            "parameters": scalars,
+        }
+        click.echo(json.dumps(written, indent=2))
+        return
     click.echo(f"wrote {config.family} weights ({len(params)} tensors, {scalars:,} parameters) as {to} to {dst}")
 
 

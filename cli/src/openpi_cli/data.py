@@ -1,10 +1,11 @@
 """``pi data``: prepare training data (``pi data convert``: raw recordings -> LeRobot v3.0)."""
 
+import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
+from openpi_cli.progress import progress_bar, progress_option
 from openpi_core.data.convert import DEFAULT_FPS, FORMATS, ROBOMIMIC_MAPPINGS, RobomimicMapping, convert_dataset
 from openpi_core.data.lerobot import LeRobotDataset
 from openpi_core.data.writer import VIDEO_CODECS, VideoSettings
@@ -39,6 +40,8 @@ def data() -> None:
 @click.option("--rotate-180/--no-rotate-180", default=None, help="robomimic: turn camera frames upside down.")
 @click.option("--codec", type=click.Choice(VIDEO_CODECS), default="h264", show_default=True, help="Video codec.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@progress_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout (shape below).")
 def convert(
     format_: str,
     src: Path,
@@ -50,17 +53,23 @@ def convert(
     rotate_180: bool | None,
     codec: str,
     overwrite: bool,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Convert the recordings SRC into the LeRobot v3.0 dataset OUT.
 
     SRC is a robomimic HDF5 file (data/demo_N/obs/*, actions), a folder of ALOHA
     episode HDF5 files (/observations/qpos, /observations/images/<camera>, /action),
     or a folder of .npz episodes whose arrays are named by the robot's keys.
+
+    \b
+    --json prints {"dataset": OUT, "version", "episodes", "frames", "fps", "tasks": [...],
+    "cameras": [...]}.
     """
     try:
         robot = get_embodiment(embodiment)
         mapping = _mapping(robot.name, maps, rotate_180) if format_ == "robomimic" else None
-        with tqdm(desc="converting", unit="episode", disable=None) as bar:
+        with progress_bar(progress, desc="converting", unit="episode") as bar:
             convert_dataset(
                 format_,
                 src,
@@ -76,6 +85,18 @@ def convert(
         dataset = LeRobotDataset(out)
     except OpenpiError as error:
         raise click.ClickException(str(error)) from error
+    if as_json:
+        written = {
+            "dataset": str(out),
+            "version": dataset.version,
+            "episodes": dataset.num_episodes,
+            "frames": len(dataset),
+            "fps": dataset.fps,
+            "tasks": list(dataset.tasks.values()),
+            "cameras": list(dataset.camera_keys),
+        }
+        click.echo(json.dumps(written, indent=2))
+        return
     click.echo(
         f"wrote {dataset.num_episodes} episodes ({len(dataset)} frames at {dataset.fps:g} fps, "
         f"{len(dataset.tasks)} tasks) as LeRobot {dataset.version} to {out}"

@@ -52,9 +52,23 @@ def plugins(as_json: bool) -> None:
 
 
 @click.command()
-def configs() -> None:
-    """List named configs (presets)."""
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (shape below).")
+def configs(as_json: bool) -> None:
+    """List named configs (presets).
+
+    \b
+    --json prints a list of {"name", "family", "embodiment", "description", "checkpoint",
+    "norm_stats", "default_prompt", "plugin"}, sorted by name.
+    """
     registry = get_plugin_manager().registry("config")
+    if as_json:
+        keys = ("family", "embodiment", "description", "checkpoint", "norm_stats", "default_prompt")
+        rows = [
+            {"name": name, **{key: getattr(entry.item, key) for key in keys}, "plugin": entry.plugin}
+            for name, entry in sorted(registry.entries.items())
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not registry.entries:
         click.echo("no named configs installed")
         return
@@ -112,12 +126,39 @@ def _transform_name(transform: Any) -> str:
 @embodiments.command("show")
 @click.argument("name")
 @click.option("--family", default="pi0", show_default=True, help="Model family whose transforms to show.")
-def show_embodiment(name: str, family: str) -> None:
-    """Show an embodiment's observation schema and transforms."""
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (shape below).")
+def show_embodiment(name: str, family: str, as_json: bool) -> None:
+    """Show an embodiment's observation schema and transforms.
+
+    \b
+    --json prints {"name", "description", "action_dim", "default_prompt",
+    "observation_schema": {KEY: {"shape": [int or null], "dtype_kind", "required", "description"}},
+    "family", "transforms": {"inputs": [...], "outputs": [...]}}.
+    """
     try:
         embodiment = get_embodiment(name)
     except UnknownNameError as error:
         raise click.ClickException(str(error)) from error
+    if as_json:
+        group = embodiment.transforms(family)
+        schema_keys = ("shape", "dtype_kind", "required", "description")
+        shown = {
+            "name": embodiment.name,
+            "description": embodiment.description,
+            "action_dim": embodiment.action_dim,
+            "default_prompt": embodiment.default_prompt,
+            "observation_schema": {
+                key: {field: getattr(spec, field) for field in schema_keys}
+                for key, spec in embodiment.observation_schema.items()
+            },
+            "family": family,
+            "transforms": {
+                "inputs": [_transform_name(t) for t in group.inputs],
+                "outputs": [_transform_name(t) for t in group.outputs],
+            },
+        }
+        click.echo(json.dumps(shown, indent=2))
+        return
     click.echo(f"{embodiment.name}: {embodiment.description}")
     click.echo(f"action dim: {embodiment.action_dim}")
     click.echo(f"default prompt: {embodiment.default_prompt!r}")

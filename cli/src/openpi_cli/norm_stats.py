@@ -1,10 +1,11 @@
 """``pi norm-stats``: compute a config's normalization statistics from a LeRobot dataset."""
 
+import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
+from openpi_cli.progress import progress_bar, progress_option
 from openpi_core.data.lerobot import LeRobotDataset
 from openpi_core.data.norm_stats import compute_norm_stats, near_zero_warnings
 from openpi_core.errors import OpenpiError
@@ -28,7 +29,17 @@ ASSETS_DIR = Path("assets")
     help="Directory for norm_stats.json. Default: assets/<config>/<asset id> (the asset id of the "
     "config's published norm stats, else the dataset's folder name).",
 )
-def norm_stats(config_name: str, dataset_path: Path, max_frames: int | None, seed: int, out: Path | None) -> None:
+@progress_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout (shape below).")
+def norm_stats(
+    config_name: str,
+    dataset_path: Path,
+    max_frames: int | None,
+    seed: int,
+    out: Path | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
     """Compute a config's normalization stats from a LeRobot dataset.
 
     Streams once through the dataset at --dataset, through the config's repack,
@@ -38,6 +49,11 @@ def norm_stats(config_name: str, dataset_path: Path, max_frames: int | None, see
 
     Dimensions whose std or q99 - q01 is near zero are reported: normalizing them
     divides by almost nothing.
+
+    \b
+    --json prints {"config", "dataset", "path", "frames",
+    "norm_stats": {"state"|"actions": {"mean", "std", "q01", "q99"}} (the file's content),
+    "warnings": {KEY: message}}.
     """
     try:
         config = get_config(config_name)
@@ -46,13 +62,25 @@ def norm_stats(config_name: str, dataset_path: Path, max_frames: int | None, see
         recipe = DataRecipe(embodiment, config.model_config, preset=config, tasks=dataset.tasks)
         transforms = stats_transforms(recipe)
         total = len(dataset) if max_frames is None else min(max_frames, len(dataset))
-        with tqdm(total=total, desc="computing norm stats", unit="frame", disable=None) as bar:
+        with progress_bar(progress, total=total, desc="computing norm stats", unit="frame") as bar:
             stats = compute_norm_stats(dataset, transforms, max_frames=max_frames, seed=seed, progress=bar.update)
-        for message in near_zero_warnings(stats).values():
+        warnings = near_zero_warnings(stats)
+        for message in warnings.values():
             click.echo(f"warning: {message}", err=True)
         path = save_norm_stats(stats, out if out is not None else default_output(config, dataset_path))
     except OpenpiError as error:
         raise click.ClickException(str(error)) from error
+    if as_json:
+        written = {
+            "config": config.name,
+            "dataset": str(dataset_path),
+            "path": str(path),
+            "frames": total,
+            "norm_stats": json.loads(path.read_text())["norm_stats"],
+            "warnings": warnings,
+        }
+        click.echo(json.dumps(written, indent=2))
+        return
     click.echo(f"wrote norm stats of {', '.join(stats)} over {total} frames to {path}")
 
 
