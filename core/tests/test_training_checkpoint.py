@@ -273,3 +273,14 @@ def test_a_failed_norm_stats_write_leaves_the_previous_file_whole(tmp_path, monk
         ckpt.save_experiment_norm_stats(tmp_path / "exp", changed)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_saving_a_step_hashes_each_file_once(tmp_path, monkeypatch):
+    from openpi_core.checkpoints import _io
+
+    hashed = []
+    real = _io.sha256_file
+    monkeypatch.setattr(_io, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    train = TrainConfig("exp")
+    save(tmp_path / "exp", make_trainer(train), 4, train)
+    assert sorted(hashed) == ["model.safetensors", "norm_stats.json", "train_state.safetensors"]

@@ -75,20 +75,29 @@ def make_manifest(config: ModelConfig, dtype: str, naming: str = "canonical") ->
     }
 
 
-def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+def write_manifest(directory: Path, manifest: Mapping[str, Any], known: Mapping[str, Any] | None = None) -> None:
     """Write ``manifest`` into ``directory`` with ``files``: the size and sha256 of every
-    other file under ``directory``, so write the manifest last."""
+    other file under ``directory``, so write the manifest last. ``known``: records of
+    files already hashed (from :func:`file_records`), taken as they are."""
     directory = Path(directory)
-    files = file_records(directory, exclude=[MANIFEST])
+    known = dict(known or {})
+    present = sorted(
+        file.relative_to(directory).as_posix()
+        for file in directory.rglob("*")
+        if file.is_file() and file.relative_to(directory).as_posix() != MANIFEST
+    )
+    files = file_records(directory, [name for name in present if name not in known])
+    files = {name: known[name] if name in known else files[name] for name in present}
     atomic_write(directory / MANIFEST, json.dumps({**manifest, "files": files}, indent=2) + "\n")
 
 
 def update_manifest_files(directory: Path) -> None:
-    """Record again, in ``directory``'s manifest, every file now in ``directory`` (after adding some)."""
+    """Record in ``directory``'s manifest the files added to ``directory`` since it was
+    written (files it already records keep their records, without hashing them again)."""
     manifest = read_manifest(directory)
     if manifest is None:
         raise WeightsError(f"{Path(directory) / MANIFEST} is missing or not a manifest of {FORMAT!r}")
-    write_manifest(directory, manifest)
+    write_manifest(directory, manifest, known=manifest.get("files"))
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
