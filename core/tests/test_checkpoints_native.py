@@ -158,8 +158,19 @@ def corrupt(file, how):
         lambda m: {**m, "dtype": 32},
         lambda m: {**m, "files": ["model.safetensors"]},
         lambda m: {**m, "files": {"model.safetensors": {"bytes": "12", "sha256": "00"}}},
+        lambda m: {**m, "files": {"../../etc/passwd": {"bytes": 1, "sha256": "00"}}},
     ],
-    ids=["truncated", "not-utf8", "not-an-object", "config", "format_version", "dtype", "files", "files-entry"],
+    ids=[
+        "truncated",
+        "not-utf8",
+        "not-an-object",
+        "config",
+        "format_version",
+        "dtype",
+        "files",
+        "files-entry",
+        "files-outside",
+    ],
 )
 def test_an_unreadable_manifest_is_an_error_naming_it_not_a_guessed_config(tmp_path, text):
     from openpi_core.checkpoints import load_checkpoint

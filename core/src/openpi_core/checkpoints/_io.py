@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -276,27 +276,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_records(directory: Path, names: Iterable[str] | None = None, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
-    """``{relative posix path: {"bytes": size, "sha256": hex}}`` of files in ``directory``.
-
-    ``names``: the paths to describe; None: every file under ``directory`` (recursively)
-    except those in ``exclude``.
-    """
+def file_records(directory: Path, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: {"bytes": size, "sha256": hex}}`` of the files ``names`` (relative posix paths) in ``directory``."""
     directory = Path(directory)
-    if names is None:
-        skip = set(exclude)
-        names = sorted(
-            file.relative_to(directory).as_posix()
-            for file in directory.rglob("*")
-            if file.is_file() and file.relative_to(directory).as_posix() not in skip
-        )
     return {
         name: {"bytes": (directory / name).stat().st_size, "sha256": sha256_file(directory / name)} for name in names
     }
 
 
 def check_records(records: Any, where: Path, error: type[Exception] = WeightsError) -> dict[str, dict[str, Any]]:
-    """``records`` (a ``files`` entry read from ``where``) checked for form: path -> ``{"bytes", "sha256"}``.
+    """``records`` (a ``files`` entry read from ``where``) checked for form: relative path inside
+    the directory -> ``{"bytes", "sha256"}``.
 
     Raises:
         ``error``: naming ``where``, when an entry is not of that form.
@@ -310,6 +300,9 @@ def check_records(records: Any, where: Path, error: type[Exception] = WeightsErr
             or not isinstance(record.get("sha256"), str)
         ):
             raise error(f"{where}: 'files' entry {name!r} should be {{'bytes': int, 'sha256': str}}, got {record!r}")
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+            raise error(f"{where}: 'files' entry {name!r} should be a path inside the checkpoint directory")
     return records
 
 
@@ -319,22 +312,19 @@ def check_files(
     where: Path,
     *,
     verify: bool | None = None,
-    only: Iterable[str] | None = None,
     error: type[Exception] = WeightsError,
 ) -> None:
     """Check that the files ``records`` (from :func:`file_records`, stored in ``where``) describes are intact.
 
     Every file must exist with its recorded size; with :func:`should_verify` ``(verify)``,
-    its sha256 must match too. ``only``: check just these of the recorded paths.
+    its sha256 must match too.
 
     Raises:
         ``error``: naming the file that is missing, has another size, or changed.
     """
     directory = Path(directory)
-    names = list(records) if only is None else [name for name in only if name in records]
     hashing = should_verify(verify)
-    for name in names:
-        record = records[name]
+    for name, record in records.items():
         file = directory / name
         if not file.is_file():
             raise error(f"{file} is missing, but {where} lists it")
