@@ -23,11 +23,21 @@ NO_TESTS_COLLECTED = 5
 @click.option("--embodiments", default=None, help="Comma-separated embodiments to check (default: all installed).")
 @click.option("--junit-xml", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML results here.")
 @click.option("-v", "--verbose", is_flag=True, help="List every check as it runs.")
-def conformance(backends, family, dtype, references, embodiments, junit_xml, verbose) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar over the checks with an ETA on stderr, in place of pytest's dots "
+    "(default: only when stderr is a terminal).",
+)
+def conformance(backends, family, dtype, references, embodiments, junit_xml, verbose, progress) -> None:
     """Prove numerical parity between backends (and with openpi) and check plugin contracts.
 
-    Exits non-zero when any check fails, naming it.
+    By default every pair of installed backends is compared for π0, π0.5 and π0-FAST,
+    in float32 and bfloat16 (π0-FAST in float32), and every installed embodiment's
+    contract is checked. Exits non-zero when any check fails, naming it.
     """
+    import sys
+
     import pytest
 
     args = [str(SUITE), "-c", str(SUITE / "pytest.ini"), "--rootdir", str(SUITE)]
@@ -43,6 +53,10 @@ def conformance(backends, family, dtype, references, embodiments, junit_xml, ver
     if junit_xml:
         args += ["--junit-xml", str(Path(junit_xml).resolve())]
     args += ["-v"] if verbose else ["-q", "--no-header", "-rN"]
+    if progress is None:
+        progress = not verbose and sys.stderr.isatty()
+    if progress:
+        args += ["--pi-progress", "on", "-o", "console_output_style=classic"]
     code = pytest.main(args)
     if code == NO_TESTS_COLLECTED:
         raise click.ClickException(

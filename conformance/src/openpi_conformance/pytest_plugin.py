@@ -6,10 +6,14 @@ Third parties run the same suite in their own CI with::
         --pi-backends jax,torch --pi-family pi0 --junit-xml conformance.xml
 
 Options select what is checked; each check records a :class:`CheckResult`, and the
-session ends with the table of all of them.
+session ends with the table of all of them. ``--pi-progress on`` draws a progress bar
+over the collected checks on stderr (``auto``: when stderr is a terminal), with the
+check running and an ETA, in place of pytest's dots.
 """
 
 import itertools
+import sys
+from typing import Any
 
 import pytest
 
@@ -32,10 +36,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pi-dtype", default=",".join(DTYPES), help="Comma-separated dtypes.")
     group.addoption("--pi-reference", action="append", default=[], help="Reference directory (repeatable).")
     group.addoption("--pi-embodiments", default=None, help="Comma-separated embodiments (default: all installed).")
+    group.addoption(
+        "--pi-progress",
+        choices=("on", "off", "auto"),
+        default="off",
+        help="A progress bar over the checks on stderr instead of dots (auto: when stderr is a terminal).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
+    choice = config.getoption("--pi-progress")
+    if choice == "on" or (choice == "auto" and sys.stderr.isatty()):
+        config.pluginmanager.register(ProgressBar(), "openpi-conformance-progress")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -134,6 +147,47 @@ def record_check(request: pytest.FixtureRequest):
         )
 
     return record
+
+
+class ProgressBar:
+    """A tqdm bar over the collected checks on stderr, naming the check running, with an ETA.
+
+    Registered by :func:`pytest_configure` under ``--pi-progress on`` (or ``auto`` on a
+    terminal). pytest's per-check letters are left out while it is drawn.
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not session.items:
+            return
+        from tqdm import tqdm
+
+        # Capture is suspended between checks, where the bar is drawn; miniters=1 keeps
+        # tqdm's monitor thread from redrawing it in the middle of a (captured) check.
+        self.bar = tqdm(total=len(session.items), desc="conformance", unit="check", file=sys.stderr, miniters=1)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(nodeid.rpartition("::")[2], refresh=True)
+
+    def pytest_runtest_logfinish(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport):
+        category, letter, word = yield
+        return category, "" if self.bar is not None else letter, word
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        """Close the bar before pytest's summary and the table are printed."""
+        if self.bar is not None:
+            self.bar.set_postfix_str("")
+            self.bar.close()
+            self.bar = None
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
