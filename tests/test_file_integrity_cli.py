@@ -96,7 +96,7 @@ def test_serve_refuses_changed_weights_naming_the_file(tmp_path):
 def test_serve_refuses_truncated_weights_of_an_older_checkpoint_naming_the_file(tmp_path):
     checkpoint = native_checkpoint(tmp_path / "ckpt")
     manifest = json.loads((checkpoint / "manifest.json").read_text())
-    del manifest["files"]  # written before checksums were recorded
+    del manifest["files"], manifest["sha256"]  # written before checksums were recorded
     (checkpoint / "manifest.json").write_text(json.dumps(manifest))
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])

@@ -114,6 +114,7 @@ def test_manifest_dtype_must_match_the_tensors(tmp_path):
     config = tiny_config()
     save_native(tmp_path / "ckpt", config, random_params(config))
     manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    del manifest["sha256"]  # edited by hand on purpose
     (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps({**manifest, "dtype": "bfloat16"}))
     with pytest.raises(WeightsError, match="stored as float32"):
         load_native(tmp_path / "ckpt")
@@ -204,6 +205,19 @@ def test_another_projects_manifest_is_still_ignored(tmp_path):
     assert load_checkpoint(tmp_path / "ckpt")[0].action_horizon == Pi0Config().action_horizon
 
 
+def test_a_changed_byte_in_the_manifest_config_is_refused(tmp_path, monkeypatch):
+    from openpi_core.checkpoints import load_checkpoint
+
+    config = attrs.evolve(tiny_config(), action_horizon=50)
+    save_native(tmp_path / "ckpt", config, random_params(config))
+    file = tmp_path / "ckpt" / MANIFEST
+    file.write_text(file.read_text().replace('"action_horizon": 50', '"action_horizon": 51'))
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(file))} has changed since it was written"):
+        load_checkpoint(tmp_path / "ckpt")
+    monkeypatch.setenv(_io.SKIP_CHECKSUMS_ENV, "1")
+    assert load_checkpoint(tmp_path / "ckpt")[0].action_horizon == 51
+
+
 def test_manifest_records_size_and_sha256_of_the_weights(tmp_path):
     config = tiny_config()
     save_native(tmp_path / "ckpt", config, random_params(config))
@@ -252,7 +266,7 @@ def test_a_damaged_safetensors_file_without_checksums_is_a_named_error(tmp_path,
     config = tiny_config()
     save_native(tmp_path / "ckpt", config, random_params(config))
     manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
-    del manifest["files"]  # as written before checksums were recorded
+    del manifest["files"], manifest["sha256"]  # as written before checksums were recorded
     (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps(manifest))
     weights = tmp_path / "ckpt" / WEIGHTS
     if how == "truncate":
@@ -268,7 +282,7 @@ def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
     params = random_params(config)
     save_native(tmp_path / "ckpt", config, params)
     manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
-    del manifest["files"]
+    del manifest["files"], manifest["sha256"]
     (tmp_path / "ckpt" / MANIFEST).write_text(json.dumps(manifest))
     loaded_config, loaded = load_native(tmp_path / "ckpt")
     assert loaded_config == config

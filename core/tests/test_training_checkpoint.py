@@ -225,7 +225,7 @@ def test_truncated_train_state_arrays_are_a_named_error_with_or_without_checksum
     with pytest.raises(InputError, match=rf"{re.escape(str(arrays))} is \d+ bytes, but .* records \d+"):
         ckpt.load_train_checkpoint(tmp_path / "exp", verify=False)
     document = json.loads((step_dir / ckpt.TRAIN_STATE_JSON).read_text())
-    del document["files"]  # as written before checksums were recorded
+    del document["files"], document["sha256"]  # as written before checksums were recorded
     (step_dir / ckpt.TRAIN_STATE_JSON).write_text(json.dumps(document))
     with pytest.raises(InputError, match=rf"{re.escape(str(arrays))} is not a readable safetensors file"):
         ckpt.load_train_checkpoint(tmp_path / "exp")
@@ -236,10 +236,22 @@ def test_a_train_state_written_before_checksums_still_loads(tmp_path):
     trainer = make_trainer(train)
     step_dir = save(tmp_path / "exp", trainer, 4, train)
     document = json.loads((step_dir / ckpt.TRAIN_STATE_JSON).read_text())
-    del document["files"]
+    del document["files"], document["sha256"]
     (step_dir / ckpt.TRAIN_STATE_JSON).write_text(json.dumps(document))
     state, arrays = ckpt.load_train_checkpoint(tmp_path / "exp")
     assert state.step == 4 and np.array_equal(arrays["opt/count"], trainer.state_dict()["opt/count"])
+
+
+def test_a_changed_byte_in_train_state_json_is_refused(tmp_path):
+    train = TrainConfig("exp")
+    step_dir = save(tmp_path / "exp", make_trainer(train), 4, train)
+    file = step_dir / ckpt.TRAIN_STATE_JSON
+    text = file.read_text()
+    assert '"index": 4' in text
+    file.write_text(text.replace('"index": 4', '"index": 5'))  # the loader would skip a batch
+    with pytest.raises(InputError, match=rf"{re.escape(str(file))} has changed since it was written"):
+        ckpt.load_train_checkpoint(tmp_path / "exp")
+    assert ckpt.load_train_checkpoint(tmp_path / "exp", verify=False)[0].loader_state["index"] == 5
 
 
 def test_truncated_train_state_json_is_a_named_error(tmp_path):

@@ -12,7 +12,8 @@ parent directory after it, so a power loss leaves either the old or the new
 version, never a torn one.
 
 Integrity: writers record each file's size and sha256 (:func:`file_records`) and
-readers check them (:func:`check_files`). Sizes are always compared (one ``stat``);
+readers check them (:func:`check_files`); the JSON document holding the records carries
+the sha256 of its own content (:func:`seal`, :func:`check_seal`). Sizes are always compared (one ``stat``);
 hashing reads every byte, which a caller can skip with ``verify=False`` or, for every
 load in the process, the environment variable ``OPENPI_SKIP_CHECKSUMS=1``
 (:func:`should_verify`).
@@ -21,6 +22,7 @@ load in the process, the environment variable ``OPENPI_SKIP_CHECKSUMS=1``
 import contextlib
 import contextvars
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -304,6 +306,38 @@ def check_records(records: Any, where: Path, error: type[Exception] = WeightsErr
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
             raise error(f"{where}: 'files' entry {name!r} should be a path inside the checkpoint directory")
     return records
+
+
+SEAL_KEY = "sha256"
+"""Key of a JSON document's own digest (:func:`seal`)."""
+
+
+def _content_digest(document: Mapping[str, Any]) -> str:
+    body = {key: value for key, value in document.items() if key != SEAL_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``document`` (JSON data) with ``"sha256"``: the digest of the rest of its content, so
+    that changed bytes in the file that holds it can be told (:func:`check_seal`)."""
+    return {**{key: value for key, value in document.items() if key != SEAL_KEY}, SEAL_KEY: _content_digest(document)}
+
+
+def check_seal(
+    document: Mapping[str, Any], where: Path, *, verify: bool | None = None, error: type[Exception] = WeightsError
+) -> None:
+    """Check the ``"sha256"`` that :func:`seal` added to ``document`` (read from ``where``), if it has one.
+
+    Raises:
+        ``error``: naming ``where``, when its content no longer matches.
+    """
+    if SEAL_KEY not in document or not should_verify(verify):
+        return
+    if document[SEAL_KEY] != _content_digest(document):
+        raise error(
+            f"{where} has changed since it was written: its content does not match the sha256 it records "
+            f"(the file is corrupt; if it was edited on purpose, delete its {SEAL_KEY!r} entry)"
+        )
 
 
 def check_files(

@@ -7,13 +7,16 @@
       {"format": "openpi-plugins", "format_version": 1, "naming": "canonical",
        "family": "pi0" | "pi05" | "pi0_fast", "config": <unstructured Pi0Config or Pi0FASTConfig>,
        "dtype": "float32" | "bfloat16",
-       "files": {"model.safetensors": {"bytes": <size>, "sha256": <hex digest>}, ...}}
+       "files": {"model.safetensors": {"bytes": <size>, "sha256": <hex digest>}, ...},
+       "sha256": <hex digest of the rest of the manifest>}
 
   ``dtype`` is the storage dtype of the tensors, not the compute dtype
   (``config.dtype``). ``files`` describes every other file of the directory
   (a training checkpoint's ``norm_stats.json`` and ``assets/`` included); readers
   check each file's size, and its sha256 unless told not to (``verify=False`` or
   ``OPENPI_SKIP_CHECKSUMS=1``, see :func:`openpi_core.checkpoints._io.should_verify`).
+  The manifest's own ``sha256`` covers its other content (the config included), so a
+  changed byte in it is refused too; delete that entry after editing a manifest by hand.
   Manifests written before ``files`` existed have none and load unchecked. Readers
   ignore keys they do not know. The exporters to openpi's formats write the same
   manifest beside their files with ``"naming"`` set to ``openpi-torch`` or
@@ -43,8 +46,10 @@ from openpi_core.checkpoints._io import (
     cast,
     check_files,
     check_records,
+    check_seal,
     file_records,
     read_safetensors,
+    seal,
     storage_dtype,
     write_safetensors,
 )
@@ -88,7 +93,7 @@ def write_manifest(directory: Path, manifest: Mapping[str, Any], known: Mapping[
     )
     files = file_records(directory, [name for name in present if name not in known])
     files = {name: known[name] if name in known else files[name] for name in present}
-    atomic_write(directory / MANIFEST, json.dumps({**manifest, "files": files}, indent=2) + "\n")
+    atomic_write(directory / MANIFEST, json.dumps(seal({**manifest, "files": files}), indent=2) + "\n")
 
 
 def update_manifest_files(directory: Path) -> None:
@@ -127,6 +132,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise WeightsError(f"{file} has format_version {version!r}; this openpi-core reads up to {FORMAT_VERSION}")
+    check_seal(manifest, file)
     if manifest.get("naming", "canonical") not in NAMINGS:
         raise WeightsError(f"{file}: naming should be one of {NAMINGS}, got {manifest.get('naming')!r}")
     if not isinstance(manifest.get("family", ""), str):

@@ -12,7 +12,7 @@ Layout of an experiment (``<checkpoint_base_dir>/<config or model name>/<exp_nam
             assets/tokenizer.model  # when the run used its own prompt tokenizer
         train_state.safetensors   # the trainer's state_dict(): params/, opt/, ema/
         train_state.json          # step, loader state, numpy RNG state, configs, backend,
-                                  #   and the size and sha256 of train_state.safetensors
+                                  #   the size and sha256 of train_state.safetensors, its own sha256
 
 ``<step>/model`` is a complete checkpoint on its own, stats and tokenizer included: ``pi run serve --checkpoint
 <step>/model`` and ``backend.load_model(<step>/model)`` read it directly.
@@ -41,12 +41,15 @@ import attrs
 import numpy as np
 
 from openpi_core.checkpoints._io import (
+    SEAL_KEY,
     atomic_directory,
     check_files,
     check_records,
+    check_seal,
     file_records,
     read_safetensors,
     safetensors_metadata,
+    seal,
     write_safetensors,
 )
 from openpi_core.checkpoints.native import save_native, update_manifest_files
@@ -225,7 +228,8 @@ def save_train_checkpoint(
             **attrs.asdict(state, recurse=False),
             FILES_KEY: file_records(scratch, [TRAIN_STATE_WEIGHTS]),
         }
-        (scratch / TRAIN_STATE_JSON).write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+        document = seal(json.loads(json.dumps(document, default=_json_default)))
+        (scratch / TRAIN_STATE_JSON).write_text(json.dumps(document, indent=2) + "\n")
     prune_checkpoints(exp_dir, keep_period)
     return step_dir
 
@@ -288,10 +292,13 @@ def _load_step(step_dir: Path, verify: bool | None) -> tuple[TrainState, dict[st
         raise InputError(f"the training state {file} is not valid JSON (truncated or corrupt?): {error}") from error
     if not isinstance(document, dict):
         raise InputError(f"the training state {file} should hold a JSON object, got {type(document).__name__}")
-    version = document.pop("version", None)
+    version = document.get("version")
     if version != TRAIN_STATE_VERSION:
         raise InputError(f"{file} has version {version!r}; this openpi-core reads version {TRAIN_STATE_VERSION}")
+    check_seal(document, file, verify=verify, error=InputError)
     records = check_records(document.pop(FILES_KEY, {}), file, InputError)
+    document.pop("version")
+    document.pop(SEAL_KEY, None)
     try:
         state = TrainState(**document)
     except TypeError as error:
