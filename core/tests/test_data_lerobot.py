@@ -379,3 +379,16 @@ def test_flipped_bytes_in_a_data_parquet_are_caught_by_its_page_checksums(tmp_pa
     # Without the check the changed value would be read as data.
     monkeypatch.setenv("OPENPI_SKIP_CHECKSUMS", "1")
     assert LeRobotDataset(root)[0]["observation.state"][0] != original[0]
+
+
+def test_a_corrupt_video_stream_is_an_error_naming_the_file(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "ds", episodes=2, frames_per_episode=20, image_size=(32, 32), fps=10)
+    video = sorted((root / "videos").rglob("*.mp4"))[0]
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(b ^ 0xFF for b in data[middle : middle + 200])
+    video.write_bytes(bytes(data))
+    ds = LeRobotDataset(root)
+    with pytest.raises(InputError, match=rf"{re.escape(str(video))}"):
+        for index in range(len(ds)):
+            ds[index]

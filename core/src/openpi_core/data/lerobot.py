@@ -307,7 +307,11 @@ class _VideoFile:
         found = {time: self._lookup(time, tolerance, {}) for time in set(times)}
         missing = sorted(time for time, frame in found.items() if frame is None)
         if missing:
-            fresh = self._decode_range(missing[0], missing[-1], tolerance)
+            try:
+                fresh = self._decode_range(missing[0], missing[-1], tolerance)
+            except Exception as error:  # PyAV raises its own error types for corrupt streams
+                self._frames = None
+                raise InputError(f"cannot decode video {self._path!r} (truncated or corrupt?): {error}") from error
             for time in missing:
                 found[time] = self._lookup(time, tolerance, fresh)
                 if found[time] is None:
