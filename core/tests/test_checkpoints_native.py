@@ -214,6 +214,7 @@ def test_a_changed_byte_in_the_manifest_config_is_refused(tmp_path, monkeypatch)
     file.write_text(file.read_text().replace('"action_horizon": 50', '"action_horizon": 51'))
     with pytest.raises(WeightsError, match=rf"{re.escape(str(file))} has changed since it was written"):
         load_checkpoint(tmp_path / "ckpt")
+    assert load_native(tmp_path / "ckpt", verify=False)[0].action_horizon == 51
     monkeypatch.setenv(_io.SKIP_CHECKSUMS_ENV, "1")
     assert load_checkpoint(tmp_path / "ckpt")[0].action_horizon == 51
 

@@ -51,6 +51,7 @@ from openpi_core.checkpoints._io import (
     read_safetensors,
     seal,
     storage_dtype,
+    verification,
     write_safetensors,
 )
 from openpi_core.checkpoints.infer import ModelConfig, weight_schema
@@ -218,8 +219,9 @@ def load_native(
     Args:
         config: overrides the manifest's config (for fields weights do not fix, such as
             ``action_horizon``); the weights are checked against whichever is used.
-        verify: check the sha256 of every file the manifest records; None: yes, unless
-            ``OPENPI_SKIP_CHECKSUMS=1`` (sizes are checked either way).
+        verify: check the sha256 of every file the manifest records, and of the
+            manifest's own content; None: yes, unless ``OPENPI_SKIP_CHECKSUMS=1`` (sizes
+            are checked either way).
 
     Returns:
         The config and canonical name -> array, in the stored dtype.
@@ -230,7 +232,8 @@ def load_native(
             config or the manifest's dtype.
     """
     path = Path(path)
-    manifest = read_manifest(path)
+    with verification(verify):
+        manifest = read_manifest(path)
     if manifest is None or not (path / WEIGHTS).is_file():
         raise WeightsError(f"{path} is not a native checkpoint: it needs {MANIFEST} (format {FORMAT!r}) and {WEIGHTS}")
     check_manifest_files(path, manifest, verify=verify)
