@@ -6,10 +6,13 @@ The command is glue: it assembles the configs, the data pipeline
 writes checkpoints (:mod:`openpi_core.training.checkpoint`).
 """
 
+import contextlib
 import json
 import logging
+import shutil
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,37 @@ def read_model_config(path: Path) -> Any:
     if family is not None and config.family != family:
         raise InputError(f"{path} says family {family!r}, but its fields describe a {config.family!r} model")
     return config
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+@contextlib.contextmanager
+def removed_on_failure(exp_dir: Path, created: list[Path]) -> Iterator[None]:
+    """Remove what a run made when it fails before its first checkpoint.
+
+    ``created`` lists the folders the run made, deepest first: ``exp_dir`` leads it when
+    the run created it (or replaced it under ``--overwrite``). On failure ``exp_dir``
+    is removed only then, and the folders above it only when they are then empty. A
+    folder that existed before (``--resume``) is never touched, and neither are
+    checkpoints: a run that saved one keeps it, to be continued with ``--resume``.
+    """
+    from openpi_core.training import checkpoint as ckpt
+
+    try:
+        yield
+    except BaseException:
+        if created and created[0] == exp_dir and exp_dir.is_dir():
+            if ckpt.checkpoint_steps(exp_dir):
+                logger.warning("the run failed; its checkpoints stay in %s (continue with --resume)", exp_dir)
+            else:
+                shutil.rmtree(exp_dir, ignore_errors=True)
+                for parent in created[1:]:
+                    with contextlib.suppress(OSError):  # not empty: something else lives there now
+                        parent.rmdir()
+        raise
 
 
 def model_assets(tokenizer: str | Path | None, fast_tokenizer: str | None) -> dict[str, Path]:
@@ -275,56 +309,59 @@ def _train(
         raise InputError(f"backend {backend.name!r} implements {list(backend.families)}, not {model.family!r}")
     name = preset.name if preset else model.family
     exp_dir = ckpt.experiment_dir(train_config, name)
+    created = missing_folders(exp_dir)
     # Fail before reading the dataset; run_training then continues from whatever is left.
     ckpt.prepare_experiment_dir(exp_dir, resume=resume, overwrite=overwrite)
-
-    tokenizer = tokenizer or (preset.tokenizer if preset else None)
-    tokenizer_path = maybe_download(tokenizer) if tokenizer and is_url(tokenizer) else tokenizer
-    if fast_tokenizer is not None and not is_url(fast_tokenizer) and not Path(fast_tokenizer).is_dir():
-        raise InputError(f"--fast-tokenizer should be a directory or URL of a FAST tokenizer, got {fast_tokenizer}")
-    dataset = LeRobotDataset(dataset_root, action_horizon=model.action_horizon)
-    recipe = DataRecipe(
-        get_embodiment(embodiment_name),
-        model,
-        preset=preset,
-        tasks=dataset.tasks,
-        default_prompt=default_prompt,
-        tokenizer=tokenizer_path,
-        fast_tokenizer=fast_tokenizer,
-    )
-    stats_file = ckpt.experiment_norm_stats_path(exp_dir)
-    if norm_stats is not None and is_url(norm_stats):
-        url = norm_stats if norm_stats.endswith(".json") else f"{norm_stats.rstrip('/')}/{NORM_STATS_FILE}"
-        stats = load_norm_stats(maybe_download(url))
-    elif norm_stats is not None:
-        stats = load_norm_stats(Path(norm_stats))
-    elif stats_file.is_file():
-        stats = load_norm_stats(stats_file)
-        logger.info("using the experiment's norm stats %s", stats_file)
-    else:
-        with tqdm(total=len(dataset), desc="norm stats", unit="frames", file=sys.stderr) as bar:
-            stats = compute_norm_stats(dataset, stats_transforms(recipe), progress=bar.update)
-
-    starts = train_config.episode_starts
-    samples = EpisodeStartOversampling(dataset, starts.frames, starts.repeats) if starts else dataset
-    loader = create_data_loader(
-        samples,
-        training_transforms(recipe, stats),
-        train_config.batch_size,
-        seed=train_config.seed,
-        num_workers=train_config.num_workers,
-    )
-    with loader:
-        return run_training(
-            backend,
-            loader,
+    if overwrite and exp_dir not in created:
+        created.insert(0, exp_dir)  # the old folder is gone: the one there now is this run's
+    with removed_on_failure(exp_dir, created):
+        tokenizer = tokenizer or (preset.tokenizer if preset else None)
+        tokenizer_path = maybe_download(tokenizer) if tokenizer and is_url(tokenizer) else tokenizer
+        if fast_tokenizer is not None and not is_url(fast_tokenizer) and not Path(fast_tokenizer).is_dir():
+            raise InputError(f"--fast-tokenizer should be a directory or URL of a FAST tokenizer, got {fast_tokenizer}")
+        dataset = LeRobotDataset(dataset_root, action_horizon=model.action_horizon)
+        recipe = DataRecipe(
+            get_embodiment(embodiment_name),
             model,
-            train_config,
-            name=name,
-            norm_stats=stats,
-            base_checkpoint=base_checkpoint,
-            resume=True,
-            model_assets=model_assets(tokenizer_path, fast_tokenizer),
-            tensorboard=tensorboard,
-            wandb=wandb,
+            preset=preset,
+            tasks=dataset.tasks,
+            default_prompt=default_prompt,
+            tokenizer=tokenizer_path,
+            fast_tokenizer=fast_tokenizer,
         )
+        stats_file = ckpt.experiment_norm_stats_path(exp_dir)
+        if norm_stats is not None and is_url(norm_stats):
+            url = norm_stats if norm_stats.endswith(".json") else f"{norm_stats.rstrip('/')}/{NORM_STATS_FILE}"
+            stats = load_norm_stats(maybe_download(url))
+        elif norm_stats is not None:
+            stats = load_norm_stats(Path(norm_stats))
+        elif stats_file.is_file():
+            stats = load_norm_stats(stats_file)
+            logger.info("using the experiment's norm stats %s", stats_file)
+        else:
+            with tqdm(total=len(dataset), desc="norm stats", unit="frames", file=sys.stderr) as bar:
+                stats = compute_norm_stats(dataset, stats_transforms(recipe), progress=bar.update)
+
+        starts = train_config.episode_starts
+        samples = EpisodeStartOversampling(dataset, starts.frames, starts.repeats) if starts else dataset
+        loader = create_data_loader(
+            samples,
+            training_transforms(recipe, stats),
+            train_config.batch_size,
+            seed=train_config.seed,
+            num_workers=train_config.num_workers,
+        )
+        with loader:
+            return run_training(
+                backend,
+                loader,
+                model,
+                train_config,
+                name=name,
+                norm_stats=stats,
+                base_checkpoint=base_checkpoint,
+                resume=True,
+                model_assets=model_assets(tokenizer_path, fast_tokenizer),
+                tensorboard=tensorboard,
+                wandb=wandb,
+            )
