@@ -13,8 +13,10 @@ Sources:
   repository, fetched from ``https://huggingface.co/<org>/<repo>/resolve/<revision or
   main>/<path>`` (:func:`hf_to_https`) and cached under that URL's layout.
 
-When a fetch fails (offline, say), the error names the URL and the exact cache path
-where the file can be placed by hand; a file found there is used without fetching.
+When a fetch fails, the error names the URL and the exact cache path where the file
+can be placed by hand; a file found there is used without fetching. When the host
+cannot be reached at all (no network, a failed name lookup, a refused or timed-out
+connection), the error (:class:`UnreachableError`) says so first.
 
 The cache lives in ``$OPENPI_DATA_HOME``, else ``~/.cache/openpi``, laid out as
 ``<cache>/<host or bucket>/<path>`` like openpi's own, so an existing openpi cache is
@@ -27,6 +29,7 @@ missing, as on Windows, concurrent downloads are not serialised.)
 import contextlib
 import os
 import shutil
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,6 +50,10 @@ TIMEOUT_S = 60.0
 
 class DownloadError(OpenpiError):
     """A source could not be found or fetched."""
+
+
+class UnreachableError(DownloadError):
+    """The source's host could not be reached: no network, a failed name lookup, a refused or timed-out connection."""
 
 
 def default_cache_dir() -> Path:
@@ -140,6 +147,11 @@ def maybe_download(
         try:
             _fetch(source, scratch)
             os.replace(scratch, local)
+        except UnreachableError as error:
+            raise UnreachableError(
+                f"{error}. Without network access, place the file or folder by hand at {local} "
+                f"(the cache path of {source}), or run again once the network is back"
+            ) from error
         except DownloadError as error:
             raise DownloadError(
                 f"{error}. Without network access, place the file or folder by hand at {local} (the cache path of {source})"
@@ -173,6 +185,8 @@ def _fetch_gs(url: str, destination: Path) -> None:
     except ImportError:
         try:
             _stream(gs_to_https(url), destination)
+        except UnreachableError:
+            raise
         except DownloadError as error:
             raise DownloadError(
                 f"{error}. Over plain HTTPS only single public objects can be fetched; for directories "
@@ -182,6 +196,8 @@ def _fetch_gs(url: str, destination: Path) -> None:
     try:
         filesystem.get(url, str(destination), recursive=filesystem.isdir(url))
     except (OSError, ValueError) as error:
+        if _is_unreachable(error):
+            raise UnreachableError(_unreachable_message(url, error)) from error
         raise DownloadError(f"could not fetch {url}: {error}") from error
 
 
@@ -190,6 +206,8 @@ def _stream(url: str, destination: Path) -> None:
     try:
         response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except (urllib.error.URLError, OSError, ValueError) as error:
+        if urllib.parse.urlparse(url).scheme in ("http", "https") and _is_unreachable(error):
+            raise UnreachableError(_unreachable_message(url, error)) from error
         raise DownloadError(f"could not fetch {url}: {error}") from error
     length = response.headers.get("Content-Length")
     total = int(length) if length and length.isdigit() else None
@@ -201,6 +219,29 @@ def _stream(url: str, destination: Path) -> None:
             advance(len(chunk))
     if total is not None and written != total:
         raise DownloadError(f"could not fetch {url}: got {written} of {total} bytes")
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the host could not be reached, as opposed
+    to an answer from it (an HTTP status) or a local problem."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, urllib.error.HTTPError):
+            return False
+        if isinstance(current, socket.gaierror | ConnectionError | TimeoutError):
+            return True
+        reason = current.reason if isinstance(current, urllib.error.URLError) else None
+        current = reason if isinstance(reason, BaseException) else current.__cause__ or current.__context__
+    return False
+
+
+def _unreachable_message(url: str, error: BaseException) -> str:
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    parsed = urllib.parse.urlparse(GCS_HTTPS_ENDPOINT if url.startswith("gs://") else url)
+    host = parsed.hostname or url
+    return f"the network is unreachable: cannot reach {host} to fetch {url} ({reason})"
 
 
 @contextlib.contextmanager
