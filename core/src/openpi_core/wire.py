@@ -146,6 +146,18 @@ def unpack(data: bytes) -> Any:
     return message
 
 
+def unpack_observation(data: bytes) -> dict:
+    """The observation map packed in ``data``: :func:`unpack`, which must give a map.
+
+    Raises:
+        WireError: ``data`` is malformed (see :func:`unpack`) or holds something else than a map.
+    """
+    observation = unpack(data)
+    if not isinstance(observation, dict):
+        raise WireError(f"observation should be a msgpack map, got {type(observation).__name__}")
+    return observation
+
+
 def error_text(error: BaseException) -> str:
     """The one-line ``"<ErrorType>: <message>"`` text the server sends for a refused request.
 

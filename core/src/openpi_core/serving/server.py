@@ -414,9 +414,7 @@ class PolicyServer:
             error = wire.WireError("expected a binary frame holding a msgpack observation, got a text frame")
             raise _Refusal("bad_message", wire.CLOSE_POLICY_VIOLATION, error)
         try:
-            observation = wire.unpack(message)
-            if not isinstance(observation, dict):
-                raise wire.WireError(f"observation should be a msgpack map, got {type(observation).__name__}")
+            observation = wire.unpack_observation(message)
         except wire.WireError as error:
             raise _Refusal("bad_message", wire.CLOSE_POLICY_VIOLATION, error) from error
         loop = asyncio.get_running_loop()
