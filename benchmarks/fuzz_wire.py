@@ -27,7 +27,7 @@ def main() -> int:
         [*command, str(ROOT / "tests" / "test_wire_fuzz.py")], cwd=ROOT, env=environment, capture_output=True, text=True
     )
     print(result.stdout[-20_000:], result.stderr[-5_000:], sep="\n")
-    tried = [int(n) for n in re.findall(r"- (\d+) passing examples", result.stdout)]
+    tried = [int(n) for n in re.findall(r"- (\d+) passing", result.stdout)]
     print(
         f"frames tried: {sum(tried)} ({', '.join(map(str, tried))} per strategy); pytest exit code {result.returncode}"
     )
