@@ -8,11 +8,13 @@ exits 0 after answering the requests in flight.
 """
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
-from openpi_core.wire import API_KEY_ENV
+from openpi_core.wire import API_KEY_ENV, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUE
 
 if TYPE_CHECKING:
     from openpi_core.policy import Policy
@@ -56,7 +58,31 @@ def run() -> None:
 @click.option(
     "--max-batch", type=click.IntRange(min=1), default=1, show_default=True, help="Observations per model call."
 )
-@click.option("--api-key", envvar=API_KEY_ENV, help=f"Require this key from clients (env {API_KEY_ENV}).")
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Robots connected at once; more are refused at the handshake (HTTP 503, clients retry).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_QUEUE,
+    show_default=True,
+    help="Requests waiting for the model at once; more are refused with close code 1013 (busy, retry).",
+)
+@click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    help=f"Require this key from clients. Prefer the env variable {API_KEY_ENV} or --api-key-file: "
+    "a key on the command line is visible to every user of this computer.",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the key clients must send from this file (its first line).",
+)
 @click.option("--demo", is_flag=True, help="Serve the bundled random-weight demo checkpoint with the aloha embodiment.")
 def serve(
     config_name: str | None,
@@ -71,7 +97,10 @@ def serve(
     host: str,
     port: int,
     max_batch: int,
+    max_connections: int,
+    max_queue: int,
     api_key: str | None,
+    api_key_file: Path | None,
     demo: bool,
 ) -> None:
     """Serve a policy over websockets until SIGTERM or Ctrl-C.
@@ -88,6 +117,7 @@ def serve(
     from openpi_core.serving.server import PolicyServer, ServerConfig
 
     logging.getLogger("openpi_core").setLevel(logging.INFO)
+    api_key = _api_key(api_key, api_key_file)
     try:
         policy = load_policy(
             config_name=config_name,
@@ -101,10 +131,45 @@ def serve(
             fast_tokenizer=fast_tokenizer,
             demo=demo,
         )
-        server = PolicyServer(policy, ServerConfig(host=host, port=port, api_key=api_key, max_batch=max_batch))
+        config = ServerConfig(
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_batch=max_batch,
+            max_connections=max_connections,
+            max_queue=max_queue,
+        )
+        server = PolicyServer(policy, config)
         server.run()
     except OpenpiError as error:
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
+
+
+def _api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
+    """The key from ``--api-key-file``, ``--api-key`` or the environment; warns when it was typed on the command line."""
+    source = click.get_current_context().get_parameter_source("api_key")
+    if api_key_file is not None:
+        if source is ParameterSource.COMMANDLINE:
+            raise click.UsageError("give the API key once: --api-key or --api-key-file, not both")
+        try:
+            lines = api_key_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise click.BadParameter(
+                f"cannot read {str(api_key_file)!r}: {error}", param_hint="--api-key-file"
+            ) from error
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise click.BadParameter(
+                f"{str(api_key_file)!r} holds no key on its first line", param_hint="--api-key-file"
+            )
+        return key
+    if source is ParameterSource.COMMANDLINE:
+        click.echo(
+            f"warning: --api-key on the command line is visible to every user of this computer (ps); "
+            f"set {API_KEY_ENV} or use --api-key-file instead",
+            err=True,
+        )
+    return api_key
 
 
 def load_policy(

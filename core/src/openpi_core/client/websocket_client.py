@@ -38,8 +38,9 @@ class ServerError(OpenpiError):
 
     Attributes:
         code: the websocket close code (1008: the request was at fault, 1009: too big,
-            1011: the server failed, 1001: it is shutting down), the HTTP status of a
-            refused handshake (401: wrong API key), or None when the connection was lost.
+            1011: the server failed, 1013: the server is busy, back off and send a fresh
+            observation, 1001: it is shutting down), the HTTP status of a refused
+            handshake (401: wrong API key), or None when the connection was lost.
     """
 
     def __init__(self, message: str, code: int | None) -> None:
