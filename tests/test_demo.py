@@ -1,5 +1,6 @@
 """``pi demo`` and ``pi run serve --demo`` as a user runs them: real processes, real plugins."""
 
+import json
 import os
 import queue
 import re
@@ -49,6 +50,24 @@ def test_pi_demo_drives_the_simulator_with_the_trained_policy_and_writes_videos(
     with import_av().open(str(tmp_path / "transfer-cube_seed0.mp4")) as container:
         frames = list(container.decode(video=0))
     assert len(frames) == 300 and (frames[0].height, frames[0].width) == (224, 224)
+
+
+@pytest.mark.slow
+def test_pi_demo_json_in_the_simulator_with_forced_progress(tmp_path):
+    pytest.importorskip("openpi_embodiment_aloha.sim.evaluate", reason="needs openpi-embodiment-aloha[sim]")
+    args = [*PI, "demo", "--episodes", "1", "--video-dir", str(tmp_path), "--json", "--progress"]
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["mode"] == "sim" and data["demo"] == "aloha-sim"
+    results = data["results"]
+    assert results["task"] == "transfer-cube" and results["policy"]["config"] == "pi0_aloha_sim_small"
+    (episode,) = results["episodes"]
+    assert episode["steps"] == 300 and episode["video"] == str(tmp_path / "transfer-cube_seed0.mp4")
+    assert results["success_rate"] in (0.0, 1.0)
+    assert "drives the simulated ALOHA" in result.stderr
+    assert "pi demo transfer-cube" in result.stderr and "1/1" in result.stderr
+    assert re.search(r"steps of this episode: +\d+%\|.*\| \d+/300 ", result.stderr)
 
 
 @pytest.mark.slow

@@ -33,8 +33,10 @@ def episode_bars(
         def on_episode(result: Any) -> None:
             nonlocal successes
             successes += bool(getattr(result, "success", False))
+            inner.refresh()
             outer.update()
             outer.set_postfix(successes=successes)
-            inner.reset(total=steps)
+            if outer.n < episodes:
+                inner.reset(total=steps)
 
         yield on_episode, inner.update
