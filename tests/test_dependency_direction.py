@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_SOURCES = sorted((ROOT / "plugins").glob("*/src"))
+PLUGIN_SOURCES = sorted([*(ROOT / "plugins").glob("*/src"), *(ROOT / "examples").glob("*/src")])
 CLI_SOURCE = ROOT / "cli" / "src" / "openpi_cli"
 
 
@@ -65,7 +65,7 @@ def test_the_scan_sees_imports_at_any_level(tmp_path):
 
 
 def test_there_are_plugins_to_check():
-    assert {source.parent.name for source in PLUGIN_SOURCES} >= {"aloha", "droid", "libero", "ur5"}
+    assert {source.parent.name for source in PLUGIN_SOURCES} >= {"aloha", "droid", "libero", "ur5", "echo-embodiment"}
 
 
 def test_no_plugin_imports_the_cli():
