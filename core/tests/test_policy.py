@@ -308,6 +308,7 @@ def test_metadata_and_warmup(backend, checkpoint):
         "action_horizon": HORIZON,
         "action_dim": ROBOT_DIM,
         "num_steps": 3,
+        "real_time_chunking": False,
     }
     assert backend.models[0].config.dtype == "bfloat16"
     policy.warmup()

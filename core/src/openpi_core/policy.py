@@ -16,13 +16,22 @@ One observation travels this path (the data path of ARCHITECTURE.md)::
 Prompt precedence is openpi's: the observation's ``prompt``, then the policy's default
 prompt, then the preset's.
 
+An observation may carry the leftover of the robot's current chunk for real-time
+chunking (the ``rtc/`` keys of :mod:`openpi_core.wire`). The leftover takes the path of
+training actions: the embodiment's input transforms (which invert its output
+transforms), delta actions and Normalize, then padding to the model's width and
+horizon. It reaches ``model.sample_actions`` as ``prefix_actions`` with
+``inference_delay`` and ``execution_horizon``.
+
 :class:`Policy` is what the websocket server (:mod:`openpi_core.serving`) serves: it
 splits :meth:`Policy.infer` into :meth:`~Policy.prepare` (one observation, on any
 thread) and :meth:`~Policy.run` (one batched model call over several prepared items).
 :func:`create_policy` assembles one from a preset name or from explicit parts.
 """
 
+import inspect
 import logging
+import numbers
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -32,9 +41,10 @@ from typing import Any
 import attrs
 import numpy as np
 
+from openpi_core import wire
 from openpi_core.checkpoints import load_checkpoint
 from openpi_core.download import is_url, maybe_download
-from openpi_core.errors import InputError, NormStatsError, OpenpiError, UnknownNameError
+from openpi_core.errors import InputError, NormStatsError, OpenpiError, UnknownNameError, short_repr
 from openpi_core.observation import Observation
 from openpi_core.plugins import get_backend, get_config, get_embodiment, get_model_spec, names
 from openpi_core.specs import AbstractEmbodiment, NamedConfig
@@ -65,6 +75,30 @@ FAST_TOKENIZER_ASSET = "assets/fast_tokenizer"
 _OBSERVATION_KEYS = ("image", "image_mask", "state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask")
 
 
+@attrs.frozen
+class RealTimeGuidance:
+    """What one real-time chunking request asks of the model, in model space.
+
+    Attributes:
+        prefix_actions: float32 ``[H, A]``: the robot's leftover actions mapped into
+            model units and padded with zeros to the model's action dim and horizon.
+        inference_delay: ``d``: rows ``0..d-1`` of the answer are held to the prefix.
+        execution_horizon: ``s``: guidance ends at row ``H - s`` (the prefix's length
+            unless the robot asked for less).
+    """
+
+    prefix_actions: np.ndarray
+    inference_delay: int
+    execution_horizon: int
+
+
+@attrs.frozen
+class GuidedObservation(Observation):
+    """A prepared :class:`Observation` of a real-time chunking request, with its :class:`RealTimeGuidance`."""
+
+    guidance: RealTimeGuidance = attrs.field(kw_only=True)
+
+
 class Policy:
     """An embodiment's transforms and normalization wrapped around one backend model.
 
@@ -73,7 +107,10 @@ class Policy:
             ``sample_actions(observation, noise=, num_steps=)`` returning ``[B, H, A]``
             actions (:class:`~openpi_core.models.api.AbstractPi0Model`) or ``[B, S]``
             tokens that the output transforms turn into actions
-            (:class:`~openpi_core.models.api.AbstractPi0FASTModel`).
+            (:class:`~openpi_core.models.api.AbstractPi0FASTModel`). When its
+            ``sample_actions`` also takes ``prefix_actions`` ``[B, H, A]``,
+            ``inference_delay`` ``[B]`` and ``execution_horizon`` (an int), the policy
+            serves real-time chunking requests (:attr:`real_time_chunking`).
         embodiment: validates observations and gives the warm-up example.
         input_transforms: robot dict -> model-ready dict (``image``, ``image_mask``,
             ``state``, ``tokenized_prompt``…) for one unbatched observation.
@@ -115,6 +152,9 @@ class Policy:
         self._outputs = compose(output_transforms)
         self._robot_outputs = compose(robot_output_transforms)
         self._noise_shape = (int(model.config.action_horizon), int(model.config.action_dim))
+        self.real_time_chunking = "prefix_actions" in inspect.signature(model.sample_actions).parameters
+        """Whether the model guides its sampling with a prefix: requests with ``rtc/`` keys
+        are served only then (π0 and π0.5 in a backend that implements it)."""
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
 
@@ -122,34 +162,107 @@ class Policy:
         """Validate one robot observation and run the input transforms on it.
 
         Returns:
-            A batch-of-one :class:`Observation` that :meth:`run` stacks with others.
+            A batch-of-one :class:`Observation` that :meth:`run` stacks with others; a
+            :class:`GuidedObservation` when the observation carries the ``rtc/`` keys
+            of :mod:`openpi_core.wire` (real-time chunking).
 
         Raises:
             InputError: the observation does not match the embodiment's schema (missing
                 or unknown keys, wrong shapes or dtypes, NaN), or a transform rejects it;
-                the message names the key, what was expected and what came.
+                the message names the key, what was expected and what came. Also
+                ``rtc/`` keys that are malformed, or sent to a model that cannot use them.
         """
         if not isinstance(observation, Mapping):
             raise InputError(
                 f"a {self.embodiment.name} observation should be a dict of arrays, got {type(observation).__name__}"
             )
+        observation = dict(observation)
+        request = self._pop_real_time_request(observation)
         self.embodiment.validate(observation)
+        if request is not None:
+            # The leftover takes the path of training actions: the inverse of the output path.
+            observation["actions"] = request[0]
         try:
-            data = self._inputs(dict(observation))
+            data = self._inputs(observation)
             batched = {key: _add_batch_axis(data[key]) for key in _OBSERVATION_KEYS if key in data}
-            return Observation.from_dict(batched)
+            prepared = Observation.from_dict(batched)
         except OpenpiError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise InputError(
                 f"the {self.embodiment.name} observation could not be transformed: {type(error).__name__}: {error}"
             ) from error
+        if request is None:
+            return prepared
+        _, delay, execution_horizon = request
+        return GuidedObservation(
+            **_fields(prepared),
+            guidance=RealTimeGuidance(self._model_prefix(data["actions"]), delay, execution_horizon),
+        )
+
+    def _pop_real_time_request(self, observation: dict[str, Any]) -> tuple[np.ndarray, int, int] | None:
+        """Remove the ``rtc/`` keys from ``observation``; their checked values, or None without them."""
+        given = {key: observation.pop(key) for key in [k for k in observation if str(k).startswith("rtc/")]}
+        if not given:
+            return None
+        unknown = sorted(set(given) - set(wire.RTC_KEYS))
+        if unknown:
+            raise InputError(f"unknown real-time chunking keys {unknown}; expected {list(wire.RTC_KEYS)}")
+        missing = [key for key in (wire.RTC_PREFIX_ACTIONS, wire.RTC_INFERENCE_DELAY) if key not in given]
+        if missing:
+            raise InputError(
+                f"real-time chunking needs both {wire.RTC_PREFIX_ACTIONS!r} and {wire.RTC_INFERENCE_DELAY!r}; "
+                f"{missing[0]!r} is missing"
+            )
+        if not self.real_time_chunking:
+            raise InputError(
+                f"this policy's model ({type(self.model).__name__}) cannot guide its sampling with a prefix: "
+                f"send observations without the {list(wire.RTC_KEYS)} keys"
+            )
+        horizon, robot_dim = self._noise_shape[0], int(self.embodiment.action_dim)
+        prefix = np.asarray(given[wire.RTC_PREFIX_ACTIONS])
+        if prefix.ndim != 2 or prefix.shape[1] != robot_dim or not 1 <= prefix.shape[0] <= horizon:
+            raise InputError(
+                f"{wire.RTC_PREFIX_ACTIONS!r} should have shape [h, {robot_dim}] with 1 <= h <= {horizon} "
+                f"(the model's action horizon), got {list(prefix.shape)}"
+            )
+        if prefix.dtype.kind not in "fiu" or not np.all(np.isfinite(prefix)):
+            raise InputError(f"{wire.RTC_PREFIX_ACTIONS!r} should hold finite numbers, got dtype {prefix.dtype}")
+        length = prefix.shape[0]
+        delay = _integer(given[wire.RTC_INFERENCE_DELAY], wire.RTC_INFERENCE_DELAY)
+        if not 0 <= delay <= length:
+            raise InputError(
+                f"{wire.RTC_INFERENCE_DELAY!r} should be between 0 and the prefix length {length}, got {delay}"
+            )
+        execution_horizon = horizon - length
+        if wire.RTC_EXECUTION_HORIZON in given:
+            execution_horizon = _integer(given[wire.RTC_EXECUTION_HORIZON], wire.RTC_EXECUTION_HORIZON)
+            if not horizon - length <= execution_horizon <= horizon - delay:
+                raise InputError(
+                    f"{wire.RTC_EXECUTION_HORIZON!r} should be between {horizon - length} (horizon {horizon} minus "
+                    f"the prefix length {length}) and {horizon - delay} (horizon minus the delay {delay}), "
+                    f"got {execution_horizon}"
+                )
+        return prefix.astype(np.float64), delay, execution_horizon
+
+    def _model_prefix(self, actions: Any) -> np.ndarray:
+        """The transformed leftover ``[h, A]`` padded with zero rows to ``[H, A]`` (float32)."""
+        actions = np.asarray(actions, dtype=np.float32)
+        horizon, width = self._noise_shape
+        if actions.ndim != 2 or actions.shape[1] != width:
+            raise OpenpiError(
+                f"the input transforms turned {wire.RTC_PREFIX_ACTIONS!r} into shape {list(actions.shape)}, "
+                f"not [h, {width}] (the model's action dim)"
+            )
+        return np.pad(actions, [(0, horizon - actions.shape[0]), (0, 0)])
 
     def batch_key(self, prepared: Observation) -> Hashable:
-        """Items with equal keys (the same array shapes) can be stacked in one :meth:`run`."""
+        """Items with equal keys (the same array shapes; real-time chunking or not, and
+        then the same execution horizon) can be stacked in one :meth:`run`."""
         images = tuple(sorted((name, image.shape) for name, image in prepared.images.items()))
         prompt = None if prepared.tokenized_prompt is None else prepared.tokenized_prompt.shape
-        return images, prepared.state.shape, prompt, prepared.token_ar_mask is not None
+        guided = prepared.guidance.execution_horizon if isinstance(prepared, GuidedObservation) else None
+        return images, prepared.state.shape, prompt, prepared.token_ar_mask is not None, guided
 
     def run(self, prepared: Sequence[Observation]) -> list[dict[str, Any]]:
         """One model call over ``prepared`` items (all of one :meth:`batch_key`).
@@ -173,8 +286,13 @@ class Policy:
         batch = _stack(prepared)
         noise = self._draw_noise(len(prepared))
         start = time.perf_counter()
-        steps = {} if self.num_steps is None else {"num_steps": self.num_steps}
-        actions = np.asarray(self.model.sample_actions(batch, noise=noise, **steps))
+        options: dict[str, Any] = {} if self.num_steps is None else {"num_steps": self.num_steps}
+        if isinstance(prepared[0], GuidedObservation):
+            guidance = [item.guidance for item in prepared]
+            options["prefix_actions"] = np.stack([g.prefix_actions for g in guidance])
+            options["inference_delay"] = np.array([g.inference_delay for g in guidance], dtype=np.int32)
+            options["execution_horizon"] = guidance[0].execution_horizon
+        actions = np.asarray(self.model.sample_actions(batch, noise=noise, **options))
         infer_ms = (time.perf_counter() - start) * 1000.0
         if actions.ndim < 2 or actions.shape[0] != len(prepared):
             raise OpenpiError(
@@ -216,9 +334,24 @@ def _add_batch_axis(tree: Any) -> Any:
     return np.asarray(tree)[None]
 
 
+def _fields(observation: Observation) -> dict[str, Any]:
+    """The :class:`Observation` fields of ``observation`` (of a subclass too), by name."""
+    return {field.name: getattr(observation, field.name) for field in attrs.fields(Observation)}
+
+
+def _integer(value: Any, key: str) -> int:
+    """``value`` as an int: a Python or numpy integer, or an integer array of one element."""
+    array = np.asarray(value)
+    integral = isinstance(value, numbers.Integral) or array.dtype.kind in "iu"
+    if array.size != 1 or not integral or isinstance(value, bool | np.bool_):
+        raise InputError(f"{key!r} should be an integer, got {short_repr(value)}")
+    return int(array.item())
+
+
 def _stack(items: Sequence[Observation]) -> Observation:
+    """The items as one plain :class:`Observation` (guidance, if any, travels separately)."""
     if len(items) == 1:
-        return items[0]
+        return Observation(**_fields(items[0]))
 
     def cat(field: str) -> np.ndarray | None:
         values = [getattr(item, field) for item in items]
@@ -374,6 +507,7 @@ def create_policy(
             "num_steps": num_steps,
         },
     )
+    policy.metadata["real_time_chunking"] = policy.real_time_chunking
     logger.info("policy ready: %s", policy.metadata)
     return policy
 

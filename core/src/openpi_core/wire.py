@@ -38,6 +38,36 @@ Frames
        - :data:`CLOSE_GOING_AWAY` (1001): the server is shutting down, after
          answering the requests in flight. No text frame.
 
+Real-time chunking (optional)
+    A robot that keeps executing its current chunk while the next one is computed
+    (:class:`openpi_core.client.RealTimeExecutor`) may add three keys to an
+    observation, so that the new chunk continues the actions it will still execute
+    (Black, Galliker and Levine, "Real-Time Execution of Action Chunking Flow
+    Policies", arXiv 2506.07339):
+
+    - :data:`RTC_PREFIX_ACTIONS` ``"rtc/prefix_actions"``: ``[h, robot action dim]``
+      float, in the robot's own action space (what the server answered, not model
+      units), ``1 <= h <= H`` (the model's ``action_horizon``): the actions of the
+      current chunk that will execute from this observation's control tick on. Row
+      ``i`` is the action for tick ``i`` counted from this observation, like row
+      ``i`` of the answer.
+    - :data:`RTC_INFERENCE_DELAY` ``"rtc/inference_delay"``: an integer
+      ``0 <= d <= h``, the control ticks the robot expects to pass before the answer
+      is used. The answer's first ``d`` actions are held to the prefix.
+    - :data:`RTC_EXECUTION_HORIZON` ``"rtc/execution_horizon"`` (optional): the
+      paper's ``s``; guidance ends at row ``H - s``. Default ``H - h``, the end of the
+      prefix; it must satisfy ``H - h <= s <= H - d``.
+
+    The first two come together or not at all. Without them a request is served as
+    before (openpi's clients never send them). The server maps the prefix into model
+    space (the embodiment's input transforms, which turn training actions into model
+    units, then delta actions and normalization: the inverse of the output path), pads
+    it to the model's width and horizon, and passes it with the delay to the model's
+    ``sample_actions``. The answer has the usual shape. Requests with and without
+    these keys are computed in separate model calls. A policy whose model cannot
+    guide its sampling (π0-FAST) refuses them with 1008; the server's metadata says
+    ``"real_time_chunking": true`` when it can.
+
 HTTP on the same port
     ``GET /healthz`` answers 200 while the process serves; ``GET /readyz`` answers 200
     once the policy is warmed up and the server accepts robots, else 503;
@@ -80,6 +110,14 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+
+RTC_PREFIX_ACTIONS = "rtc/prefix_actions"
+"""Observation key: the leftover actions ``[h, robot action dim]`` of the robot's current chunk (module docstring)."""
+RTC_INFERENCE_DELAY = "rtc/inference_delay"
+"""Observation key: control ticks until the answer is used (an integer, module docstring)."""
+RTC_EXECUTION_HORIZON = "rtc/execution_horizon"
+"""Observation key, optional: the execution horizon ``s``; guidance ends at row ``H - s``."""
+RTC_KEYS = (RTC_PREFIX_ACTIONS, RTC_INFERENCE_DELAY, RTC_EXECUTION_HORIZON)
 
 API_KEY_HEADER = "Authorization"
 API_KEY_SCHEME = "Api-Key"
