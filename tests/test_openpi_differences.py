@@ -63,6 +63,15 @@ def test_normalize_leaves_dims_beyond_the_stats_untouched():
     np.testing.assert_array_equal(out[0, 2:], [7.0, -8.0])
 
 
+def test_normalize_refuses_values_far_outside_the_stats():
+    # openpi normalizes any value; a state sent in the wrong units reaches the model.
+    stats = {"state": NormStats(mean=[0.0, 0.0], std=[0.1, 0.0])}
+    with pytest.raises(InputError, match=r"data\['state'\] dim 0 is 5000.*check its units"):
+        Normalize(stats)({"state": np.array([5000.0, 0.0])})
+    # A dim that was constant in the training data is not held to the limit.
+    Normalize(stats)({"state": np.array([0.5, 0.01])})
+
+
 def test_unnormalize_leaves_dims_beyond_the_stats_exactly_unchanged():
     # openpi's z-score inverse pads std with 1 and mean with 0, so those dims get multiplied by 1 + 1e-6.
     stats = {"actions": NormStats(mean=[1.0], std=[2.0])}
