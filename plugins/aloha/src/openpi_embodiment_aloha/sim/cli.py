@@ -19,6 +19,8 @@ import click
 SIM_EXTRA_HINT = 'pip install "openpi-embodiment-aloha[sim]"'
 TASKS = ("transfer-cube", "insertion")
 """The simulated tasks (:data:`openpi_embodiment_aloha.sim.env.TASKS`, repeated here to keep MuJoCo out of ``pi``)."""
+EXECUTION_MODES = ("sync", "async", "rtc")
+""":data:`openpi_core.client.realtime.MODES`, repeated here to keep ``pi --help`` light."""
 
 
 def register(cli: click.Group) -> None:
@@ -50,7 +52,26 @@ def _import_sim(module: str) -> Any:
 @click.option("--episodes", type=click.IntRange(min=1), default=50, show_default=True, help="Episodes to run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Episode i starts from seed + i.")
 @click.option(
-    "--replan-steps", type=click.IntRange(min=1), default=10, show_default=True, help="Actions run from each chunk."
+    "--replan-steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Steps from a chunk's first action to the next request.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Simulated inference latency: the simulator keeps stepping at 50 Hz while a chunk is computed.",
+)
+@click.option(
+    "--execution",
+    type=click.Choice(EXECUTION_MODES),
+    default="sync",
+    show_default=True,
+    help="sync: hold the last action while a chunk is computed; async: keep executing, switch when it arrives; "
+    "rtc: also send the leftover and the delay (real-time chunking).",
 )
 @click.option(
     "--render",
@@ -84,6 +105,8 @@ def eval_aloha_sim(
     episodes: int,
     seed: int,
     replan_steps: int,
+    latency_ms: float,
+    execution: str,
     render: str,
     out: Path,
     video_dir: Path | None,
@@ -100,15 +123,25 @@ def eval_aloha_sim(
     The policy is a server (--server) or loaded here (--config and/or --checkpoint).
     An episode succeeds when it ends with the task's top reward (4).
 
+    With --latency-ms the inference takes that long in simulation time
+    (latency / 20 ms control steps), and --execution says what the robot does
+    meanwhile.
+
     \b
     pi run eval aloha-sim --server ws://127.0.0.1:8000 --episodes 50 --out results.json
     pi run eval aloha-sim --config pi0_aloha_sim --backend jax --episodes 10 --out results.json --video-dir videos
+    pi run eval aloha-sim --config pi0_aloha_sim_small --latency-ms 200 --execution rtc --json
 
     \b
     The results (--out, and stdout with --json) are one JSON object:
-      {"task", "prompt", "replan_steps", "render", "image_size": [H, W] or null,
-       "episodes": [{"seed", "steps", "max_reward", "final_reward", "success", "inferences", "video"}],
-       "mean_latency_ms", "policy": {...what was evaluated}, "success_rate"}
+      {"task", "prompt", "replan_steps", "execution", "latency_ms", "render", "image_size": [H, W] or null,
+       "episodes": [{"seed", "steps", "max_reward", "final_reward", "success", "inferences",
+                     "duration_s", "success_time_s", "held_steps", "boundary_change_mean",
+                     "boundary_change_max", "within_change_mean", "within_change_max", "video"}],
+       "mean_latency_ms", "policy": {...what was evaluated}, "boundary_change_mean",
+       "boundary_change_max", "within_change_mean", "within_change_max",
+       "mean_success_time_s", "success_rate"}
+    Changes are max |a_t - a_(t-1)| over the 14 dims, at chunk boundaries and within chunks.
     """
     from openpi_core.errors import OpenpiError
     from openpi_embodiment_aloha.sim.progress import episode_bars
@@ -143,6 +176,8 @@ def eval_aloha_sim(
                 replan_steps=replan_steps,
                 video_dir=video_dir,
                 progress=on_episode,
+                latency_ms=latency_ms,
+                execution=execution,
                 on_step=on_step,
                 on_reset=on_reset,
                 policy_info=info,

@@ -9,8 +9,22 @@ prompt (what the ALOHA embodiment's input transform reads)::
 A policy is any ``policy_fn(observation) -> actions [H, 14]`` (an action chunk);
 :func:`chunk_fn` makes one from an in-process :class:`openpi_core.policy.Policy` or an
 :class:`openpi_core.client.WebsocketClientPolicy`. Like openpi's ALOHA-sim example,
-the first ``replan_steps`` actions of each chunk are executed before the policy is
-asked again (:class:`openpi_core.client.ActionChunkBroker`).
+a new chunk is asked for ``replan_steps`` actions after the current one began.
+
+Inference latency is simulated in simulation time: the environment keeps stepping at
+:data:`FPS` while a chunk is computed, so ``latency_ms`` is ``latency_ms / 20`` control
+steps (rounded up). The robot side is :class:`openpi_core.client.RealTimeExecutor` with
+a simulated latency, in one of its modes (``execution``): ``sync`` holds the last
+action while it waits, ``async`` executes the current chunk meanwhile and switches to
+the new one where it arrives, ``rtc`` also sends the current chunk's leftover and the
+delay so the server continues it (real-time chunking). Each episode waits for its first
+chunk before its first step. With no latency every mode executes what openpi's
+:class:`~openpi_core.client.ActionChunkBroker` executes.
+
+Smoothness is the paper's discontinuity measure: the step-to-step change of the action
+(the largest of its 14 dimensions, radians for the joints) at chunk boundaries, where
+the executed action comes from a new chunk, against the change between consecutive rows
+of one chunk.
 
 An episode succeeds when it *ends* at :data:`~openpi_embodiment_aloha.sim.env.MAX_REWARD`
 (:func:`episode_success`): in transfer-cube the top reward also fires for a moment when
@@ -18,6 +32,7 @@ the open left gripper first touches the cube still held by the right one.
 """
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +42,8 @@ import attrs
 import numpy as np
 from gym_aloha import constants as gym_constants
 
-from openpi_core.client import ActionChunkBroker
+from openpi_core.client import RealTimeExecutor, StepRecord
+from openpi_core.client.realtime import MODES
 from openpi_core.data.writer import write_video
 from openpi_core.errors import InputError
 from openpi_embodiment_aloha.aloha import ACTION_DIM
@@ -99,7 +115,20 @@ def rollout(
 
 @attrs.frozen
 class EpisodeResult:
-    """One evaluated episode: its seed, length, rewards, success, policy calls and video (or None)."""
+    """One evaluated episode.
+
+    Attributes:
+        seed, steps, max_reward, final_reward, success: the episode and its rewards.
+        inferences: policy calls.
+        duration_s: simulated seconds, from the request of the first chunk to the last step.
+        success_time_s: simulated seconds until the top reward it ended with was reached
+            for good; None when it failed.
+        held_steps: steps that repeated the previous action while a chunk was computed.
+        boundary_change_mean, boundary_change_max: the action's step-to-step change where
+            a new chunk takes over (None without such a step).
+        within_change_mean, within_change_max: the same between consecutive rows of one chunk.
+        video: the episode's MP4, or None.
+    """
 
     seed: int
     steps: int
@@ -107,7 +136,49 @@ class EpisodeResult:
     final_reward: float
     success: bool
     inferences: int
+    duration_s: float
+    success_time_s: float | None
+    held_steps: int
+    boundary_change_mean: float | None
+    boundary_change_max: float | None
+    within_change_mean: float | None
+    within_change_max: float | None
     video: str | None = None
+
+
+def action_changes(actions: Sequence[np.ndarray], steps: Sequence[StepRecord]) -> tuple[list[float], list[float]]:
+    """The step-to-step action changes ``max |a_t - a_{t-1}|`` of an episode: at chunk boundaries and within chunks.
+
+    A change is at a boundary when action ``t`` is from another chunk than action
+    ``t - 1``, within a chunk when it is the next row of the same chunk; a held step
+    (an action repeated while waiting) counts as neither.
+    """
+    boundary, within = [], []
+    for t in range(1, len(actions)):
+        change = float(np.max(np.abs(np.asarray(actions[t]) - np.asarray(actions[t - 1]))))
+        if steps[t].chunk != steps[t - 1].chunk:
+            boundary.append(change)
+        elif not steps[t].held and steps[t].index == steps[t - 1].index + 1:
+            within.append(change)
+    return boundary, within
+
+
+def success_step(rewards: Sequence[float]) -> int | None:
+    """The step from which an episode held :data:`MAX_REWARD` to its end (its success), or None on failure."""
+    if not episode_success(rewards):
+        return None
+    step = len(rewards)
+    while step > 0 and rewards[step - 1] == MAX_REWARD:
+        step -= 1
+    return step
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _max(values: Sequence[float]) -> float | None:
+    return float(np.max(values)) if len(values) else None
 
 
 @attrs.frozen
@@ -116,23 +187,35 @@ class EvalResults:
 
     Attributes:
         task, prompt: the simulated task and the text the policy got.
-        replan_steps: actions executed from each chunk.
+        replan_steps: steps from a chunk's row 0 to the next request.
+        execution: ``sync``, ``async`` or ``rtc`` (module docstring).
+        latency_ms: the simulated inference latency.
         render: the render path (``"fast"``, ``"faithful"`` or ``"none"``).
         image_size: ``[H, W]`` of the camera image the policy saw (None without images).
         episodes: one :class:`EpisodeResult` each, in seed order.
         mean_latency_ms: mean wall time of one ``policy_fn`` call (a round trip for a
-            remote policy).
+            remote policy); not simulated.
         policy: what the caller said about the policy (a server address, a preset…).
+        boundary_change_mean, boundary_change_max, within_change_mean, within_change_max:
+            the step-to-step action changes of all episodes together (see :class:`EpisodeResult`).
+        mean_success_time_s: the mean ``success_time_s`` of the successful episodes.
     """
 
     task: str
     prompt: str
     replan_steps: int
+    execution: str
+    latency_ms: float
     render: str
     image_size: tuple[int, int] | None
     episodes: tuple[EpisodeResult, ...]
     mean_latency_ms: float
     policy: Mapping[str, Any] = attrs.field(factory=dict)
+    boundary_change_mean: float | None = None
+    boundary_change_max: float | None = None
+    within_change_mean: float | None = None
+    within_change_max: float | None = None
+    mean_success_time_s: float | None = None
 
     @property
     def success_rate(self) -> float:
@@ -140,17 +223,29 @@ class EvalResults:
         return sum(episode.success for episode in self.episodes) / len(self.episodes)
 
     def summary(self) -> str:
-        """A table of the episodes, then the success rate, the mean latency and the render path."""
-        lines = [f"{'episode':>7} {'seed':>6} {'steps':>6} {'max reward':>11} {'final reward':>13} {'success':>8}"]
+        """A table of the episodes, then the success rate, smoothness, latency and render path."""
+        lines = [
+            f"{'episode':>7} {'seed':>6} {'steps':>6} {'max reward':>11} {'final reward':>13} {'success':>8} "
+            f"{'success at':>11} {'held':>5}"
+        ]
         for index, episode in enumerate(self.episodes):
+            at = "-" if episode.success_time_s is None else f"{episode.success_time_s:.2f} s"
             lines.append(
                 f"{index:>7} {episode.seed:>6} {episode.steps:>6} {episode.max_reward:>11g} "
-                f"{episode.final_reward:>13g} {'yes' if episode.success else 'no':>8}"
+                f"{episode.final_reward:>13g} {'yes' if episode.success else 'no':>8} {at:>11} {episode.held_steps:>5}"
             )
         successes = sum(episode.success for episode in self.episodes)
         size = "x".join(map(str, self.image_size)) if self.image_size else "none"
+        at = "" if self.mean_success_time_s is None else f", successes at {self.mean_success_time_s:.2f} s on average"
+        lines.append(f"success rate: {successes}/{len(self.episodes)} ({self.success_rate:.0%}) on {self.task}{at}")
         lines.append(
-            f"success rate: {successes}/{len(self.episodes)} ({self.success_rate:.0%}) on {self.task}; "
+            "action change per step (max over dims): at chunk boundaries "
+            f"mean {_text(self.boundary_change_mean)} max {_text(self.boundary_change_max)}; within chunks "
+            f"mean {_text(self.within_change_mean)} max {_text(self.within_change_max)}"
+        )
+        lines.append(
+            f"execution {self.execution}, simulated latency {self.latency_ms:g} ms "
+            f"({latency_steps(self.latency_ms)} steps), replan every {self.replan_steps}; "
             f"mean inference latency {self.mean_latency_ms:.1f} ms; render {self.render}, images {size}"
         )
         return "\n".join(lines)
@@ -169,8 +264,17 @@ class EvalResults:
         return path
 
 
+def _text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def latency_steps(latency_ms: float) -> int:
+    """Control steps that ``latency_ms`` of inference lasts at :data:`FPS` (rounded up)."""
+    return max(math.ceil(latency_ms * FPS / 1000.0 - 1e-9), 0)
+
+
 class _TimedChunks:
-    """``policy_fn`` as the broker's policy: answers ``{"actions": [H, 14]}`` and times each call."""
+    """``policy_fn`` as the executor's policy: answers ``{"actions": [H, 14]}`` and times each call."""
 
     def __init__(self, policy_fn: PolicyFn, replan_steps: int, on_reset: Callable[[], None] | None) -> None:
         self._policy_fn = policy_fn
@@ -194,17 +298,24 @@ class _TimedChunks:
             self._on_reset()
 
 
-class _ChunkController:
-    """A :class:`Controller` that executes ``replan_steps`` actions of each chunk of ``policy_fn``."""
+class _ExecutorController:
+    """A :class:`Controller` that executes the chunks of ``chunks`` with a :class:`RealTimeExecutor`
+    in simulation time, and keeps where each step's action came from."""
 
-    def __init__(self, chunks: _TimedChunks, replan_steps: int) -> None:
-        self._broker = ActionChunkBroker(chunks, replan_steps)
+    def __init__(self, chunks: _TimedChunks, replan_steps: int, execution: str, latency_ms: float) -> None:
+        self._executor = RealTimeExecutor(
+            chunks, control_hz=FPS, mode=execution, replan_steps=replan_steps, simulated_latency_s=latency_ms / 1000.0
+        )
+        self.steps: list[StepRecord] = []
 
     def reset(self) -> None:
-        self._broker.reset()
+        self._executor.reset()
+        self.steps = []
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
-        return self._broker.infer(observation)["actions"]
+        action = self._executor.step(observation)
+        self.steps.append(self._executor.last_step)
+        return action
 
 
 def evaluate(
@@ -216,6 +327,8 @@ def evaluate(
     video_dir: str | Path | None = None,
     progress: Callable[[EpisodeResult], None] | None = None,
     *,
+    latency_ms: float = 0.0,
+    execution: str = "sync",
     on_step: Callable[[], object] | None = None,
     on_reset: Callable[[], None] | None = None,
     policy_info: Mapping[str, Any] | None = None,
@@ -226,26 +339,34 @@ def evaluate(
         policy_fn: observation (see the module docstring) -> action chunk ``[H >= replan_steps, 14]``.
         env: the simulator; its task, render path and image size are the evaluation's.
         episodes: how many; episode ``i`` is reset with ``seed + i``.
-        replan_steps: actions executed from each chunk before the policy is asked again.
+        replan_steps: steps from a chunk's row 0 until the policy is asked again.
         video_dir: when given, each episode's camera frames (what the policy saw) are
             written to ``<video_dir>/<task>_seed<seed>.mp4`` at :data:`FPS`.
         progress: called with each episode's result as it finishes.
+        latency_ms: simulated inference latency, in simulation time (module docstring).
+        execution: ``sync``, ``async`` or ``rtc`` (module docstring).
         on_step: called after each simulator step (``env.max_steps`` times per episode).
         on_reset: called at the start of each episode, after the simulator's reset
             (a stateful policy's ``reset``).
         policy_info: stored in the results as ``policy`` (what was evaluated).
 
     Raises:
-        InputError: bad counts, videos without images, or a chunk of the wrong shape
-            (the message names the shape that came).
+        InputError: bad counts, a negative latency, an unknown execution mode, videos
+            without images, or a chunk of the wrong shape (the message names the shape that came).
     """
     if episodes < 1 or replan_steps < 1:
         raise InputError(f"episodes and replan_steps should be >= 1, got {episodes} and {replan_steps}")
+    if not latency_ms >= 0 or execution not in MODES:
+        raise InputError(
+            f"latency_ms should be >= 0 and execution one of {list(MODES)}, got {latency_ms} and {execution!r}"
+        )
     if video_dir is not None and env.render == "none":
         raise InputError("videos need camera images; render 'none' draws none (use 'fast' or 'faithful')")
     chunks = _TimedChunks(policy_fn, replan_steps, on_reset)
-    controller = _ChunkController(chunks, replan_steps)
+    controller = _ExecutorController(chunks, replan_steps, execution, latency_ms)
     results = []
+    boundary_all: list[float] = []
+    within_all: list[float] = []
     image_shape = None
     for index in range(episodes):
         episode_seed = seed + index
@@ -256,6 +377,11 @@ def evaluate(
         video = None
         if video_dir is not None:
             video = str(write_video(Path(video_dir) / f"{env.task}_seed{episode_seed}.mp4", frames, FPS))
+        boundary, within = action_changes(run.actions, controller.steps)
+        boundary_all += boundary
+        within_all += within
+        done = success_step(run.rewards)
+        start = latency_steps(latency_ms)  # the wait for the first chunk
         result = EpisodeResult(
             seed=episode_seed,
             steps=len(run.rewards),
@@ -263,18 +389,33 @@ def evaluate(
             final_reward=run.rewards[-1],
             success=episode_success(run.rewards),
             inferences=len(chunks.latencies_ms) - calls_before,
+            duration_s=(start + len(run.rewards)) / FPS,
+            success_time_s=None if done is None else (start + done) / FPS,
+            held_steps=sum(step.held for step in controller.steps),
+            boundary_change_mean=_mean(boundary),
+            boundary_change_max=_max(boundary),
+            within_change_mean=_mean(within),
+            within_change_max=_max(within),
             video=video,
         )
         results.append(result)
         if progress is not None:
             progress(result)
+    success_times = [result.success_time_s for result in results if result.success_time_s is not None]
     return EvalResults(
         task=env.task,
         prompt=env.prompt,
         replan_steps=replan_steps,
+        execution=execution,
+        latency_ms=float(latency_ms),
         render=env.render,
         image_size=image_shape,
         episodes=tuple(results),
         mean_latency_ms=float(np.mean(chunks.latencies_ms)),
         policy=dict(policy_info or {}),
+        boundary_change_mean=_mean(boundary_all),
+        boundary_change_max=_max(boundary_all),
+        within_change_mean=_mean(within_all),
+        within_change_max=_max(within_all),
+        mean_success_time_s=_mean(success_times),
     )
