@@ -146,14 +146,23 @@ def test_expert_acts_only_after_reset(blind_env):
         ScriptedExpert(blind_env).act()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_expert_ends_every_episode_at_the_top_reward(blind_env, seed):
-    actions, rewards = run_expert(blind_env, seed)
-    assert rewards[-1] == MAX_REWARD
-    # And it holds there: the success is not a transient touch at the last step.
-    assert (rewards[-20:] == MAX_REWARD).mean() >= 0.8
-    assert actions.shape == (blind_env.max_steps, 14)
-    assert np.all((actions[:, [6, 13]] >= 0.0) & (actions[:, [6, 13]] <= 1.0))
+# Measured over 500 seeds (benchmarks/aloha_expert.py): transfer-cube 100 %, insertion
+# 98.8 %. Which insertion seeds fail moves with MuJoCo's and numpy's versions (the peg
+# may slip for one step at the very end), so insertion is held to its rate, not to a seed.
+EXPERT_SEEDS = range(10)
+MIN_SUCCESSES = {"transfer-cube": 10, "insertion": 9}
+
+
+def test_expert_ends_episodes_at_the_top_reward_and_holds_it(blind_env):
+    successes = 0
+    for seed in EXPERT_SEEDS:
+        actions, rewards = run_expert(blind_env, seed)
+        successes += rewards[-1] == MAX_REWARD
+        # Every episode reaches the top and holds it: no success is a transient touch.
+        assert (rewards[-20:] == MAX_REWARD).mean() >= 0.8, f"seed {seed}: {rewards[-20:]}"
+        assert actions.shape == (blind_env.max_steps, 14)
+        assert np.all((actions[:, [6, 13]] >= 0.0) & (actions[:, [6, 13]] <= 1.0))
+    assert successes >= MIN_SUCCESSES[blind_env.task]
 
 
 def test_expert_joint_trajectory_is_smooth(blind_env):
