@@ -9,7 +9,7 @@ exits 0 after answering the requests in flight.
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -172,20 +172,8 @@ def _api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
     return api_key
 
 
-def load_policy(
-    *,
-    config_name: str | None,
-    checkpoint: str | None,
-    embodiment: str | None,
-    backend: str | None,
-    dtype: str | None = None,
-    num_steps: int | None = None,
-    default_prompt: str | None = None,
-    norm_stats: str | None = None,
-    fast_tokenizer: str | None = None,
-    demo: bool = False,
-) -> "Policy":
-    """:func:`openpi_core.launch.load_policy` for a command: the demo warning goes to stderr.
+def load_policy(**options: Any) -> "Policy":
+    """:func:`openpi_core.launch.load_policy` with ``options`` for a command: the demo warning goes to stderr.
 
     Raises:
         click.UsageError: the options name no policy, or ``--demo`` comes with another source.
@@ -194,18 +182,6 @@ def load_policy(
     from openpi_core import launch
 
     try:
-        return launch.load_policy(
-            config_name=config_name,
-            checkpoint=checkpoint,
-            embodiment=embodiment,
-            backend=backend,
-            dtype=dtype,
-            num_steps=num_steps,
-            default_prompt=default_prompt,
-            norm_stats=norm_stats,
-            fast_tokenizer=fast_tokenizer,
-            demo=demo,
-            announce=lambda message: click.echo(message, err=True),
-        )
+        return launch.load_policy(**options, announce=lambda message: click.echo(message, err=True))
     except launch.PolicySourceError as error:
         raise click.UsageError(str(error)) from error
