@@ -544,3 +544,27 @@ def test_a_refused_request_is_logged_in_one_short_line_without_traceback(caplog)
     assert text.startswith("WireError: unknown dtype 'ffff") and len(text.encode()) <= wire.MAX_ERROR_BYTES
     assert len(refused) == 1 and refused[0].exc_info is None
     assert len(refused[0].getMessage().encode()) <= wire.MAX_ERROR_BYTES + 100
+
+
+def test_a_pipelining_robot_that_hangs_up_costs_no_model_time_though_its_frames_were_not_read():
+    policy = GatedPolicy()
+    frame = wire.pack({"state": np.full(2, 5.0, np.float32), "pad": np.zeros(256 * 1024, np.uint8)})
+    with serve(policy) as background:
+        port = background.server.port
+        with open_robot(port) as busy:
+            busy.send(wire.pack({"state": np.ones(2, np.float32)}))
+            assert policy.running.wait(TIMEOUT_S)
+            with open_robot(port) as pipeliner:
+                for _ in range(6):
+                    pipeliner.send(frame)
+                pipeliner.socket.close()  # no closing handshake: the server learns it from the socket alone
+            deadline = time.monotonic() + TIMEOUT_S
+            while _metric(http_get(port, "/metrics")[2], 'openpi_errors_total{kind="abandoned"}') < 1:
+                assert time.monotonic() < deadline, "the request of the robot that hung up was never dropped"
+                time.sleep(0.01)
+            policy.gate.set()
+            np.testing.assert_array_equal(
+                wire.unpack(busy.recv(timeout=TIMEOUT_S))["actions"], expected_actions(np.ones(2))
+            )
+            np.testing.assert_array_equal(ask(busy, np.ones(2, np.float32))["actions"], expected_actions(np.ones(2)))
+    assert policy.batch_sizes == [1, 1]  # the busy robot's two requests only

@@ -15,8 +15,9 @@ Contract:
   batches grow by themselves.
 - If ``policy.run`` raises, or returns the wrong number of results, every request
   of that batch fails with :class:`PolicyRunError`; later batches are unaffected.
-- A request whose ``submit`` was cancelled (its robot left) is dropped before it
-  joins a batch, so it costs no model time.
+- A request whose ``submit`` was cancelled, or whose ``alive()`` answers False when a
+  batch is formed (its robot left), is dropped before it joins a batch, so it costs no
+  model time; its ``submit`` raises :class:`RequestAbandoned`.
 """
 
 import asyncio
@@ -35,12 +36,17 @@ class PolicyRunError(OpenpiError):
     """``policy.run`` failed for a batch; the message names the original error."""
 
 
+class RequestAbandoned(OpenpiError):
+    """The request's robot left before its work began; nobody waits for the answer."""
+
+
 @attrs.define
 class _Request:
     prepared: Any
     key: Hashable
     arrival: float
     result: asyncio.Future
+    alive: Callable[[], bool]
 
 
 class Batcher:
@@ -87,29 +93,35 @@ class Batcher:
         _fail(list(self._pending), PolicyRunError("server is shutting down"))
         self._pending.clear()
 
-    async def submit(self, prepared: Any, key: Hashable) -> dict:
+    async def submit(self, prepared: Any, key: Hashable, alive: Callable[[], bool] = lambda: True) -> dict:
         """The result of ``prepared`` once its batch has run.
+
+        ``alive`` is asked, when batches are formed, whether anybody still waits for it.
 
         Raises:
             PolicyRunError: its batch's ``run`` call failed.
+            RequestAbandoned: ``alive()`` answered False before it joined a batch.
         """
         loop = asyncio.get_running_loop()
-        request = _Request(prepared, key, time.monotonic(), loop.create_future())
+        request = _Request(prepared, key, time.monotonic(), loop.create_future(), alive)
         self._pending.append(request)
         self._arrived.set()
         return await request.result
 
     async def _serve(self) -> None:
         while True:
-            while not self._drop_cancelled():
+            while not self._drop_gone():
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = await self._collect(self._pending[0])
             if batch:
                 await self._run_batch(batch)
 
-    def _drop_cancelled(self) -> int:
-        """Forget requests whose submitter gave up; how many are left."""
+    def _drop_gone(self) -> int:
+        """Forget requests whose submitter gave up or whose robot left; how many are left."""
+        for request in self._pending:
+            if not request.result.done() and not request.alive():
+                request.result.set_exception(RequestAbandoned("the robot left before its request was computed"))
         if any(request.result.done() for request in self._pending):
             self._pending = collections.deque(r for r in self._pending if not r.result.done())
         return len(self._pending)
@@ -125,7 +137,7 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-        self._drop_cancelled()
+        self._drop_gone()
         batch = [request for request in self._pending if request.key == first.key][: self._max_batch]
         taken = set(map(id, batch))
         self._pending = collections.deque(request for request in self._pending if id(request) not in taken)

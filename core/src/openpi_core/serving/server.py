@@ -34,12 +34,13 @@ import http
 import ipaddress
 import logging
 import os
+import select
 import signal
 import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -50,7 +51,7 @@ from websockets.protocol import State
 
 from openpi_core import wire
 from openpi_core.errors import InputError, OpenpiError
-from openpi_core.serving.batcher import Batcher, PolicyRunError
+from openpi_core.serving.batcher import Batcher, PolicyRunError, RequestAbandoned
 from openpi_core.serving.metrics import CONTENT_TYPE, ServerMetrics
 from openpi_core.wire import (
     DEFAULT_MAX_CONNECTIONS,
@@ -361,9 +362,10 @@ class PolicyServer:
                 arrival = time.monotonic()
                 self._begin_request()
                 try:
-                    answer = await self._answer_unless_closed(message, prev_total_ms, closed)
+                    answer = await self._answer_unless_gone(message, prev_total_ms, connection, closed)
                     del message
                     if answer is None:
+                        connection.transport.abort()
                         return
                     await connection.send(answer)
                 except _Refusal as refusal:
@@ -381,13 +383,15 @@ class PolicyServer:
             self.metrics.connections.add(-1)
             logger.info("connection from %s closed", peer)
 
-    async def _answer_unless_closed(
-        self, message: bytes | str, prev_total_ms: float | None, closed: asyncio.Future
+    async def _answer_unless_gone(
+        self, message: bytes | str, prev_total_ms: float | None, connection: ServerConnection, closed: asyncio.Future
     ) -> bytes | None:
-        """:meth:`_answer`, abandoned (None) as soon as the robot disconnects.
+        """:meth:`_answer`, abandoned (None) once the robot has disconnected.
 
-        Cancelling the answer drops the request from the prepare thread's queue and
-        from the batcher, so a robot that left costs no model time.
+        A robot is gone when its connection closed, or when its socket reports a hang-up
+        (seen even while the server is not reading from it, as when its frames queue up).
+        The request is then dropped from the prepare thread's queue and from the
+        batcher, so a robot that left costs no model time.
         """
         if self._queued >= self.config.max_queue:
             self.metrics.requests.inc()
@@ -395,9 +399,13 @@ class PolicyServer:
             raise _Refusal("busy", wire.CLOSE_TRY_AGAIN_LATER, error)
         self._queued += 1
         try:
-            answer = asyncio.ensure_future(self._answer(message, prev_total_ms))
+
+            def alive() -> bool:
+                return not closed.done() and not _hung_up(connection)
+
+            answer = asyncio.ensure_future(self._answer(message, prev_total_ms, alive))
             await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
-            if answer.done():
+            if answer.done() and not isinstance(answer.exception(), RequestAbandoned):
                 return answer.result()
             answer.cancel()
             await asyncio.gather(answer, return_exceptions=True)
@@ -406,8 +414,9 @@ class PolicyServer:
         finally:
             self._queued -= 1
 
-    async def _answer(self, message: bytes | str, prev_total_ms: float | None) -> bytes:
-        """The packed answer to one message; raises :class:`_Refusal` when it must be refused."""
+    async def _answer(self, message: bytes | str, prev_total_ms: float | None, alive: Callable[[], bool]) -> bytes:
+        """The packed answer to one message; raises :class:`_Refusal` when it must be refused,
+        :class:`RequestAbandoned` when ``alive()`` says the robot left before the work began."""
         self.metrics.requests.inc()
         start = time.monotonic()
         if isinstance(message, str):
@@ -419,13 +428,15 @@ class PolicyServer:
             raise _Refusal("bad_message", wire.CLOSE_POLICY_VIOLATION, error) from error
         loop = asyncio.get_running_loop()
         try:
-            prepared, key = await loop.run_in_executor(self._prepare_thread, self._prepare, observation)
+            prepared, key = await loop.run_in_executor(self._prepare_thread, self._prepare, observation, alive)
+        except RequestAbandoned:
+            raise
         except InputError as error:
             raise _Refusal("input", wire.CLOSE_POLICY_VIOLATION, error) from error
         except Exception as error:
             raise _Refusal("internal", wire.CLOSE_INTERNAL_ERROR, error) from error
         try:
-            result = await self._batcher.submit(prepared, key)
+            result = await self._batcher.submit(prepared, key, alive)
         except PolicyRunError as error:
             raise _Refusal("internal", wire.CLOSE_INTERNAL_ERROR, error) from error
         if (where := _non_finite(result)) is not None:
@@ -439,7 +450,9 @@ class PolicyServer:
         except wire.WireError as error:
             raise _Refusal("internal", wire.CLOSE_INTERNAL_ERROR, error) from error
 
-    def _prepare(self, observation: dict) -> tuple[Any, Hashable]:
+    def _prepare(self, observation: dict, alive: Callable[[], bool]) -> tuple[Any, Hashable]:
+        if not alive():
+            raise RequestAbandoned("the robot left before its request was prepared")
         prepared = self.policy.prepare(observation)
         return prepared, self.policy.batch_key(prepared)
 
@@ -535,6 +548,22 @@ def _non_finite(tree: Any, path: str = "") -> str | None:
     if isinstance(tree, float | np.floating | np.ndarray) and np.asarray(tree).dtype.kind in "fc":
         return None if np.all(np.isfinite(tree)) else repr(path)
     return None
+
+
+# Linux reports a peer's hang-up (FIN) as POLLRDHUP even behind unread data; elsewhere
+# only a reset (POLLERR) or a full hang-up (POLLHUP) is seen.
+_HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def _hung_up(connection: ServerConnection) -> bool:
+    """Whether the robot's end of ``connection`` hung up, asking its socket (not the websocket,
+    which does not read while its received frames are queued)."""
+    sock = connection.transport.get_extra_info("socket") if connection.transport is not None else None
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), _HANG_UP)
+    return bool(poller.poll(0))
 
 
 def _is_loopback(host: str) -> bool:
