@@ -27,6 +27,7 @@ from openpi_backend_jax.gemma import Gemma, KVCache, transformer
 from openpi_backend_jax.layers import Array, Linear
 from openpi_backend_jax.siglip import Siglip
 from openpi_core.errors import InputError
+from openpi_core.models import rtc
 from openpi_core.models.api import AbstractPi0Model, check_cameras, check_params, draw_noise, draw_time
 from openpi_core.models.config import Pi0Config
 from openpi_core.models.pi0_weights import check_against_schema, pi0_weight_schema
@@ -244,6 +245,41 @@ def sample_actions(model: Pi0, inputs: Inputs, noise: Array, num_steps: Array) -
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)
+def sample_actions_guided(
+    model: Pi0, inputs: Inputs, noise: Array, prefix_actions: Array, prefix_weights: Array, step_weights: Array
+) -> Array:
+    """Real-time chunking's guided sampling (:mod:`openpi_core.models.rtc`): each Euler
+    step from t=1 to t=0 moves along ``u - w * g``, where ``u`` is the velocity, ``g`` the
+    vector-Jacobian product of the one-jump clean estimate ``x_t - t * u`` with the
+    weighted error ``(prefix_actions - clean) * prefix_weights``, and ``w`` the step's
+    guidance weight.
+
+    ``prefix_actions`` ``[B, H, A]``, ``prefix_weights`` ``[B, H]`` and ``step_weights``
+    ``[N]`` are arrays, so new delays or prefixes reuse the compilation; the number of
+    steps is ``N``, so each step count compiles once."""
+    prefix, prefix_valid = jax.vmap(model.embed_prefix)(inputs)
+    kv_cache = jax.vmap(model.prefill)(prefix, prefix_valid)
+    velocity = jax.vmap(model.velocity, in_axes=(0, 0, 0, 0, None))
+    num_steps = step_weights.shape[0]
+    dt = -1.0 / jnp.float32(num_steps)
+
+    def step(index: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+        x_t, time = carry
+
+        def clean_estimate(x_t: Array) -> tuple[Array, Array]:
+            v_t = velocity(kv_cache, prefix_valid, inputs.state, x_t, time)
+            return x_t - time * v_t, v_t
+
+        clean, pullback, v_t = jax.vjp(clean_estimate, x_t, has_aux=True)
+        (correction,) = pullback((prefix_actions - clean) * prefix_weights[..., None])
+        return x_t + dt * (v_t - step_weights[index] * correction), time + dt
+
+    actions, _ = lax.fori_loop(0, num_steps, step, (noise.astype(jnp.float32), jnp.float32(1.0)))
+    return actions
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
 def velocity(model: Pi0, inputs: Inputs, x_t: Array, time: Array) -> Array:
     """Velocity ``[B, H, A]`` at ``x_t`` ``[B, H, A]`` and ``time`` ``[B]``, through the KV cache."""
     prefix, prefix_valid = jax.vmap(model.embed_prefix)(inputs)
@@ -349,15 +385,38 @@ class Pi0Model(AbstractPi0Model):
         return jnp.asarray(value, jnp.float32)
 
     def sample_actions(
-        self, observation: Observation, noise: np.ndarray | None = None, num_steps: int = 10, seed: int = 0
+        self,
+        observation: Observation,
+        noise: np.ndarray | None = None,
+        num_steps: int = 10,
+        seed: int = 0,
+        *,
+        prefix_actions: np.ndarray | None = None,
+        inference_delay: int | np.ndarray | None = None,
+        execution_horizon: int | None = None,
+        max_guidance_weight: float = rtc.DEFAULT_MAX_GUIDANCE_WEIGHT,
     ) -> np.ndarray:
         if num_steps < 1:
             raise InputError(f"num_steps should be at least 1, got {num_steps}")
         batch = observation.batch_size
+        shape = (batch, self.config.action_horizon, self.config.action_dim)
+        guidance = rtc.guidance(
+            prefix_actions, inference_delay, execution_horizon, max_guidance_weight, shape=shape, num_steps=num_steps
+        )
         if noise is None:
-            noise = draw_noise(seed, (batch, self.config.action_horizon, self.config.action_dim))
+            noise = draw_noise(seed, shape)
         noise = self._chunk("noise", noise, batch)
-        actions = sample_actions(self.module, self.inputs(observation), noise, jnp.asarray(num_steps, jnp.int32))
+        if guidance is None:
+            actions = sample_actions(self.module, self.inputs(observation), noise, jnp.asarray(num_steps, jnp.int32))
+        else:
+            actions = sample_actions_guided(
+                self.module,
+                self.inputs(observation),
+                noise,
+                jnp.asarray(guidance.prefix_actions),
+                jnp.asarray(guidance.prefix_weights),
+                jnp.asarray(guidance.step_weights),
+            )
         return np.asarray(actions, dtype=np.float32)
 
     def velocity(self, observation: Observation, x_t: np.ndarray, time: np.ndarray) -> np.ndarray:

@@ -188,11 +188,14 @@ class JointLayer(nn.Module):
         conds: Sequence[Tensor | None],
         cache: tuple[Tensor, Tensor] | None,
         cache_offset: int,
+        write_cache: bool = True,
     ) -> list[Tensor | None]:
         """``xs``: per expert ``[B, T_e, W_e]`` or None (expert absent). Returns the same
         structure. With ``cache`` (this layer's ``[B, K, L, h]`` keys and values), the new
         keys/values are written at ``cache_offset`` and the queries attend to the cache
-        up to the end of what was written; ``mask`` then spans those keys."""
+        up to the end of what was written; ``mask`` then spans those keys. Without
+        ``write_cache`` the cache is left as it is: the queries attend to its first
+        ``cache_offset`` slots followed by the new keys/values."""
         present = [(i, x) for i, x in enumerate(xs) if x is not None]
         normed, gates, qs, ks, vs = {}, {}, [], [], []
         for i, x in present:
@@ -205,7 +208,10 @@ class JointLayer(nn.Module):
         q = apply_rope(torch.cat(qs, dim=1), rope).transpose(1, 2)
         k = apply_rope(torch.cat(ks, dim=1), rope).transpose(1, 2)
         v = torch.cat(vs, dim=1).transpose(1, 2)
-        if cache is not None:
+        if cache is not None and not write_cache:
+            k = torch.cat([cache[0][:, :, :cache_offset], k], dim=2)
+            v = torch.cat([cache[1][:, :, :cache_offset], v], dim=2)
+        elif cache is not None:
             end = cache_offset + k.shape[2]
             cache[0][:, :, cache_offset:end] = k
             cache[1][:, :, cache_offset:end] = v
@@ -260,6 +266,7 @@ class GemmaMixture(nn.Module):
         conds: Sequence[Tensor | None] | None = None,
         cache: KVCache | None = None,
         cache_offset: int = 0,
+        write_cache: bool = True,
     ) -> list[Tensor | None]:
         """Run the layers and final norms.
 
@@ -272,6 +279,10 @@ class GemmaMixture(nn.Module):
             conds: per expert, the adaRMS conditioning ``[B, W_e]`` or None.
             cache: when given, each layer's keys/values are written into it at
                 ``cache_offset`` and attention reads the cache.
+            write_cache: False leaves ``cache`` untouched: attention reads its first
+                ``cache_offset`` slots and this pass's keys/values after them. A pass
+                that is differentiated needs this, as a later layer's write would
+                change what an earlier layer's backward reads.
 
         Returns:
             per expert, its output ``[B, T_e, W_e]`` after the final norm, or None.
@@ -284,9 +295,11 @@ class GemmaMixture(nn.Module):
         for index, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.keys[index], cache.values[index])
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                xs = checkpoint(layer, xs, rope, additive_mask, conds, layer_cache, cache_offset, use_reentrant=False)
+                xs = checkpoint(
+                    layer, xs, rope, additive_mask, conds, layer_cache, cache_offset, write_cache, use_reentrant=False
+                )
             else:
-                xs = layer(xs, rope, additive_mask, conds, layer_cache, cache_offset)
+                xs = layer(xs, rope, additive_mask, conds, layer_cache, cache_offset, write_cache)
         return [
             None if x is None else norm(x, cond)[0] for norm, x, cond in zip(self.final_norms, xs, conds, strict=True)
         ]

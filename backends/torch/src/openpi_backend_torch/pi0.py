@@ -23,6 +23,7 @@ from openpi_backend_torch.inputs import ModelInputs, action_chunk, flow_time, ob
 from openpi_backend_torch.precision import exact_float32, pow_float32
 from openpi_backend_torch.siglip import SiglipEncoder
 from openpi_core.errors import InputError
+from openpi_core.models import rtc
 from openpi_core.models.api import AbstractPi0Model, check_params, draw_noise, draw_time
 from openpi_core.models.config import Pi0Config
 from openpi_core.observation import Observation
@@ -182,10 +183,20 @@ class Pi0Module(nn.Module):
         """Velocity float32 ``[B, H, A]`` at ``x_t`` ``[B, H, A]``, ``time`` ``[B]``.
 
         Static shapes throughout: the suffix's keys overwrite the cache's tail and the
-        attention reads the whole cache, so this compiles to one graph."""
+        attention reads the whole cache, so this compiles to one graph. While gradients
+        are recorded (guided sampling) the cache is only read and the suffix's keys are
+        appended to its prefix out of place, which the backward pass needs."""
         tokens, _, _, cond = self.embed_suffix(cache.state, x_t, time)
         prefix_len = cache.mask.shape[-1] - tokens.shape[1]
-        _, out = self.gemma([None, tokens], cache.positions, cache.mask, [None, cond], cache.kv, prefix_len)
+        _, out = self.gemma(
+            [None, tokens],
+            cache.positions,
+            cache.mask,
+            [None, cond],
+            cache.kv,
+            prefix_len,
+            write_cache=not torch.is_grad_enabled(),
+        )
         return self.action_out_proj(out[:, -self.config.action_horizon :].float())
 
     def sample(
@@ -203,6 +214,40 @@ class Pi0Module(nn.Module):
         x_t = noise
         for _ in range(num_steps):
             x_t = x_t + dt * step(x_t, time.expand(batch), cache)
+            time = time + dt
+        return x_t
+
+    def sample_guided(
+        self,
+        inputs: ModelInputs,
+        noise: Tensor,
+        prefix_actions: Tensor,
+        prefix_weights: Tensor,
+        step_weights: Tensor,
+        step: Callable[..., Tensor] | None = None,
+    ) -> Tensor:
+        """Real-time chunking's guided sampling (:mod:`openpi_core.models.rtc`) in
+        ``N = len(step_weights)`` Euler steps from t=1 to t=0: each step moves along
+        ``u - w * g``, where ``u`` is the velocity, ``g`` the vector-Jacobian product of
+        the one-jump clean estimate ``x_t - t * u`` with the weighted error
+        ``(prefix_actions - clean) * prefix_weights`` (``[B, H, A]``, ``[B, H]``), and
+        ``w`` the step's entry of ``step_weights``.
+
+        Call it with gradients disabled: each step records (and frees) its own graph."""
+        step = step or self.denoise_step
+        cache = self.fill_cache(*self.embed_prefix(inputs), inputs.state)
+        batch, num_steps = noise.shape[0], step_weights.shape[0]
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=noise.device)
+        time = torch.ones((), dtype=torch.float32, device=noise.device)
+        weights = prefix_weights[..., None]
+        x_t = noise
+        for index in range(num_steps):
+            with torch.enable_grad():
+                x = x_t.detach().requires_grad_()
+                v_t = step(x, time.expand(batch), cache)
+                clean = x - time * v_t
+                (correction,) = torch.autograd.grad(clean, x, (prefix_actions - clean.detach()) * weights)
+            x_t = x_t + dt * (v_t.detach() - step_weights[index] * correction)
             time = time + dt
         return x_t
 
@@ -270,10 +315,22 @@ class Pi0Model(AbstractPi0Model):
         return observation_inputs(self.config, observation, self.device)
 
     def sample_actions(
-        self, observation: Observation, noise: np.ndarray | None = None, num_steps: int = 10, seed: int = 0
+        self,
+        observation: Observation,
+        noise: np.ndarray | None = None,
+        num_steps: int = 10,
+        seed: int = 0,
+        *,
+        prefix_actions: np.ndarray | None = None,
+        inference_delay: int | np.ndarray | None = None,
+        execution_horizon: int | None = None,
+        max_guidance_weight: float = rtc.DEFAULT_MAX_GUIDANCE_WEIGHT,
     ) -> np.ndarray:
         if not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps should be a positive integer, got {num_steps!r}")
+        if prefix_actions is not None:
+            rtc_arguments = (prefix_actions, inference_delay, execution_horizon, max_guidance_weight)
+            return self._sample_guided(observation, noise, num_steps, seed, *rtc_arguments)
         # Tensors are made inside inference mode: a compiled step guards on it, and
         # mixing normal and inference tensors across steps would recompile.
         with exact_float32(), torch.inference_mode():
@@ -283,6 +340,46 @@ class Pi0Model(AbstractPi0Model):
                 noise = draw_noise(seed, (batch, self.config.action_horizon, self.config.action_dim))
             noise_t = action_chunk(self.config, "noise", noise, batch, self.device)
             return _numpy(self.module.sample(inputs, noise_t, num_steps, self._step))
+
+    def _sample_guided(
+        self,
+        observation: Observation,
+        noise: np.ndarray | None,
+        num_steps: int,
+        seed: int,
+        prefix_actions: np.ndarray,
+        inference_delay: int | np.ndarray | None,
+        execution_horizon: int | None,
+        max_guidance_weight: float,
+    ) -> np.ndarray:
+        """:meth:`sample_actions` with a prefix: outside inference mode, since each step
+        takes a vector-Jacobian product (its tensors must be able to record a graph)."""
+        with exact_float32(), torch.no_grad():
+            inputs = self._inputs(observation)
+            shape = (inputs.state.shape[0], self.config.action_horizon, self.config.action_dim)
+            guidance = rtc.guidance(
+                prefix_actions,
+                inference_delay,
+                execution_horizon,
+                max_guidance_weight,
+                shape=shape,
+                num_steps=num_steps,
+            )
+            noise = draw_noise(seed, shape) if noise is None else noise
+            noise_t = action_chunk(self.config, "noise", noise, shape[0], self.device)
+
+            def tensor(array: np.ndarray) -> Tensor:
+                return torch.from_numpy(array).to(self.device)
+
+            actions = self.module.sample_guided(
+                inputs,
+                noise_t,
+                tensor(guidance.prefix_actions),
+                tensor(guidance.prefix_weights),
+                tensor(guidance.step_weights),
+                self._step,
+            )
+            return _numpy(actions)
 
     def velocity(self, observation: Observation, x_t: np.ndarray, time: np.ndarray) -> np.ndarray:
         with exact_float32(), torch.inference_mode():

@@ -13,6 +13,7 @@ import numpy as np
 
 from openpi_core.errors import InputError, WeightsError
 from openpi_core.models.config import Pi0Config, Pi0FASTConfig
+from openpi_core.models.rtc import DEFAULT_MAX_GUIDANCE_WEIGHT
 from openpi_core.observation import Observation
 
 BETA_A, BETA_B = 1.5, 1.0
@@ -45,11 +46,34 @@ class AbstractPi0Model(abc.ABC):
 
     @abc.abstractmethod
     def sample_actions(
-        self, observation: Observation, noise: np.ndarray | None = None, num_steps: int = 10, seed: int = 0
+        self,
+        observation: Observation,
+        noise: np.ndarray | None = None,
+        num_steps: int = 10,
+        seed: int = 0,
+        *,
+        prefix_actions: np.ndarray | None = None,
+        inference_delay: int | np.ndarray | None = None,
+        execution_horizon: int | None = None,
+        max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT,
     ) -> np.ndarray:
         """Integrate the flow from noise at t=1 to actions at t=0 in ``num_steps`` Euler
         steps; the prefix runs once into a KV cache. Returns float32 ``[B, H, A]``.
-        ``noise`` (``[B, H, A]``) defaults to :func:`draw_noise` of ``seed``."""
+        ``noise`` (``[B, H, A]``) defaults to :func:`draw_noise` of ``seed``.
+
+        With ``prefix_actions`` the sampling is real-time chunking's guided inpainting
+        (:mod:`openpi_core.models.rtc`, which states the paper's time convention in
+        ours): every step pulls the chunk towards ``prefix_actions`` (``[B, H, A]``, the
+        previous chunk in model space, aligned to this chunk's steps) under the soft mask
+        of ``inference_delay`` (``d``, an int or ints ``[B]``: steps that run from the
+        previous chunk before this one can start) and ``execution_horizon`` (``s``: the
+        mask ends at step ``H - s``), with the guidance weight clipped at
+        ``max_guidance_weight``. Both ``d`` and ``s`` are then required. Without
+        ``prefix_actions`` the sampler is the plain one and the other three are unused.
+
+        Raises:
+            InputError: an argument does not fit (see :func:`openpi_core.models.rtc.guidance`).
+        """
 
     @abc.abstractmethod
     def compute_loss(
