@@ -60,6 +60,10 @@ def test_backends_agree_for_every_family_in_float32_and_bfloat16(tmp_path):
         assert f"{family}/float32/jax-vs-torch/gradients" in table
         assert f"{family}/bfloat16/jax-vs-torch/actions" in table
         assert f"{family}/float32/jax-vs-torch/train_step/param_updates" in table
+        assert f"{family}/float32/jax-vs-torch/rtc_actions" in table
+        for backend in ("jax", "torch"):
+            assert f"{family}/float32/{backend}/rtc_prefix_adherence" in table
+            assert f"{family}/float32/{backend}/rtc_zero_guidance" in table
     for output in ("prefix_logits", "loss", "greedy_tokens", "gradients"):
         assert f"pi0_fast/float32/jax-vs-torch/{output}" in table
     assert "FAIL" not in table

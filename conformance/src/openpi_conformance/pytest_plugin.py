@@ -21,6 +21,8 @@ from openpi_conformance.fast_parity import FAST_OUTPUTS
 from openpi_conformance.parity import OUTPUTS
 from openpi_conformance.reference_parity import available_forms
 from openpi_conformance.results import CheckResult, format_table
+from openpi_conformance.rtc_parity import BACKEND_OUTPUTS as RTC_BACKEND_OUTPUTS
+from openpi_conformance.rtc_parity import PAIR_OUTPUTS as RTC_PAIR_OUTPUTS
 from openpi_core.plugins import get_plugin_manager
 
 RESULTS = pytest.StashKey[list[CheckResult]]()
@@ -88,6 +90,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     )
                 )
         metafunc.parametrize("parity_case", cases)
+    if "rtc_case" in metafunc.fixturenames:
+        cases = []
+        if "float32" in dtypes:
+            for family in families:
+                if family not in FAMILIES:
+                    continue
+                backends = selected_backends(config, family)
+                checks = [(pair, output) for pair in itertools.combinations(backends, 2) for output in RTC_PAIR_OUTPUTS]
+                checks += [((backend,), output) for backend in backends for output in RTC_BACKEND_OUTPUTS]
+                for chosen, output in checks:
+                    case_id = f"{family}-float32-{'-vs-'.join(chosen)}-{output}"
+                    cases.append(pytest.param((family, chosen, output), id=case_id))
+        metafunc.parametrize("rtc_case", cases)
     if "fast_case" in metafunc.fixturenames:
         cases = []
         if "pi0_fast" in families and "float32" in dtypes:
