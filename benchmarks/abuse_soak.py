@@ -13,8 +13,9 @@ robot first measures its round trip alone, then keeps asking while, at the same 
 - a connection flood: more connections than ``--max-connections``.
 
 The good robot runs in a process of its own (so the attackers' threads do not hold its
-interpreter lock); the attacks run one kind at a time, each repeated for ``--phase-s``
-seconds, and the whole series ``--rounds`` times. It prints the
+interpreter lock); the attacks run one kind at a time, in bursts ``--pause-s`` apart for
+``--phase-s`` seconds (a burst of abandoned requests is 20 robots at once), and the
+whole series ``--rounds`` times. It prints the
 attacks tried, how the server answered them, the server's resident memory before, at the
 peak, after each round and at the end, and the good robot's p50/p99 round trip during
 each kind of attack against alone. Every loop is bounded in count and time, and only 127.0.0.1 is contacted.
@@ -258,6 +259,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="how often every attack is repeated")
     parser.add_argument("--alone-s", type=float, default=10.0, help="how long the good robot is measured alone")
     parser.add_argument("--phase-s", type=float, default=8.0, help="how long each kind of attack goes on per round")
+    parser.add_argument("--pause-s", type=float, default=1.0, help="the pause between two bursts of one attack")
+    parser.add_argument("--settle-s", type=float, default=5.0, help="the pause between two kinds of attack")
+    parser.add_argument(
+        "--attacks", type=lambda text: text.split(","), default=[], help="only these attacks (comma-separated names)"
+    )
     parser.add_argument("--backend", default=None, help="the server's backend (default: pi's default)")
     parser.add_argument("--json", dest="json_path", help="also write the results here")
     args = parser.parse_args()
@@ -299,12 +305,19 @@ def main() -> int:
             "slow clients": soak.slow,
             "connection flood": soak.flood,
         }
+        unknown = set(args.attacks) - set(phases)
+        if unknown:
+            raise SystemExit(f"unknown attacks {sorted(unknown)}; choose from {sorted(phases)}")
         for _ in range(args.rounds):
             for name, attack in phases.items():
+                if args.attacks and name not in args.attacks:
+                    continue
                 start = time.monotonic()
                 while time.monotonic() - start < args.phase_s:
                     attack()
+                    time.sleep(args.pause_s)
                 windows.append((name, start, time.monotonic()))
+                time.sleep(args.settle_s)  # the backlog of one attack is not charged to the next
             time.sleep(2.0)
             rss_by_round.append(round(rss_mib(server.pid), 1))
         watching.set()
