@@ -30,7 +30,11 @@ from openpi_core.errors import InputError
 from openpi_core.models.pi0_weights import pi0_fast_weight_schema, rename_from_openpi_jax
 from openpi_core.reference import load_reference
 
-LOGITS_ATOL = 1e-4
+# Against openpi's recorded logits, the bound of the JAX backend's test and of
+# `pi conformance --reference`: the reference model's tripled weights make its logits
+# sensitive to float32 summation order (openpi's own are 1.9e-4 from float64), and the
+# torch CPU kernels' order differs between machines (8.8e-5 on one, 1.2e-4 on another).
+LOGITS_ATOL = 5e-4
 LOSS_ATOL = 1e-5
 EMBED_ATOL = 1e-5
 BF16_STEP0_LOGITS_MAX_ABS = 0.8
