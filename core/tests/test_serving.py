@@ -568,3 +568,35 @@ def test_a_pipelining_robot_that_hangs_up_costs_no_model_time_though_its_frames_
             )
             np.testing.assert_array_equal(ask(busy, np.ones(2, np.float32))["actions"], expected_actions(np.ones(2)))
     assert policy.batch_sizes == [1, 1]  # the busy robot's two requests only
+
+
+MALLOC_PROBE = """
+import ctypes, sys
+from openpi_core.serving.server import return_large_buffers_to_os
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "fixed":
+    assert return_large_buffers_to_os()
+libc.free(libc.malloc(4 << 20))  # a freed frame: glibc's default then serves up to 4 MiB from the heap
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(1 << 20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_foreground_server_has_freed_frames_returned_to_the_system():
+    def mapped_bytes_of_a_1_mib_block(mode: str) -> int:
+        result = subprocess.run([sys.executable, "-c", MALLOC_PROBE, mode], capture_output=True, text=True, check=True)
+        return int(result.stdout)
+
+    assert mapped_bytes_of_a_1_mib_block("default") == 0  # from the heap: kept after free
+    assert mapped_bytes_of_a_1_mib_block("fixed") >= 1 << 20  # its own map: returned on free

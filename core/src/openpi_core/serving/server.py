@@ -30,6 +30,7 @@ No reply carries a non-finite number: such an answer is refused with 1011.
 
 import asyncio
 import concurrent.futures
+import ctypes
 import http
 import ipaddress
 import logging
@@ -234,9 +235,13 @@ class PolicyServer:
     def run(self) -> None:
         """Serve in the foreground until SIGTERM or SIGINT, then stop gracefully.
 
+        The server then owns the process, so on glibc it also has freed frame buffers
+        go back to the operating system (:func:`return_large_buffers_to_os`).
+
         Raises:
             Exception: whatever the policy's ``warmup`` raised (after stopping).
         """
+        return_large_buffers_to_os()
         asyncio.run(self._serve_until_signal())
 
     async def _serve_until_signal(self) -> None:
@@ -548,6 +553,28 @@ def _non_finite(tree: Any, path: str = "") -> str | None:
     if isinstance(tree, float | np.floating | np.ndarray) and np.asarray(tree).dtype.kind in "fc":
         return None if np.all(np.isfinite(tree)) else repr(path)
     return None
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+LARGE_BUFFER_BYTES = 256 * 1024
+"""Allocations of this size or more get their own memory map once
+:func:`return_large_buffers_to_os` ran."""
+
+
+def return_large_buffers_to_os() -> bool:
+    """Make glibc give every allocation of :data:`LARGE_BUFFER_BYTES` or more its own memory
+    map, released to the operating system when freed; True where that was done (glibc).
+
+    By default glibc raises that threshold to the largest block freed so far, so after a
+    few 4 MiB frames every later frame comes from the heap, whose freed memory the
+    process keeps: the server's resident memory then stays at its peak after an attack.
+    This changes the whole process's allocator; call it only in a process the server owns.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 # Linux reports a peer's hang-up (FIN) as POLLRDHUP even behind unread data; elsewhere
