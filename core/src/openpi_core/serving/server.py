@@ -409,7 +409,8 @@ class PolicyServer:
                 return not closed.done() and not _hung_up(connection)
 
             answer = asyncio.ensure_future(self._answer(message, prev_total_ms, alive))
-            await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
+            while not answer.done() and alive():
+                await asyncio.wait((answer, closed), timeout=_HANG_UP_POLL_S, return_when=asyncio.FIRST_COMPLETED)
             if answer.done() and not isinstance(answer.exception(), RequestAbandoned):
                 return answer.result()
             answer.cancel()
@@ -576,6 +577,9 @@ def return_large_buffers_to_os() -> bool:
     except (OSError, AttributeError):
         return False
 
+
+_HANG_UP_POLL_S = 0.05
+"""How often a waiting request asks whether its robot's socket hung up."""
 
 # Linux reports a peer's hang-up (FIN) as POLLRDHUP even behind unread data; elsewhere
 # only a reset (POLLERR) or a full hang-up (POLLHUP) is seen.
