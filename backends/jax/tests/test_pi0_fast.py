@@ -32,6 +32,7 @@ LOGITS_ATOL = 5e-4
 LOSS_ATOL = 3e-5
 """Loss: measured 1.4e-5; the recording itself is 6e-6 off a float64 run, ours 1.3e-5."""
 BF16_LOSS_ATOL = 0.1
+BF16_FIRST_TOKEN_GAP = 0.5
 """bfloat16 loss on the reference weights: measured 0.036 (losses are about 7.05)."""
 BF16_WELL_CONDITIONED_AGREEMENT = 0.95
 BF16_WELL_CONDITIONED_ATOL = 0.1
@@ -264,14 +265,21 @@ def test_bfloat16_loss_and_well_conditioned_logits(bf16_model, model, reference,
 
 @pytest.mark.slow
 def test_bfloat16_greedy_decoding_and_loss(bf16_model, reference):
-    """On the chaotic fixture bfloat16 decoding agrees on the first token (from the
-    prefill; step-0 logits differ by 0.56) and then diverges (2 of 32 tokens agree)."""
+    """On the chaotic fixture bfloat16 decoding starts from a first token whose float32
+    choice is a near tie in bfloat16 (step-0 logits differ by 0.56; row 1's top two are
+    0.04 apart here), then diverges (2 of 32 tokens agree)."""
     loss = bf16_model.compute_loss(reference.observation("loss"))
     assert loss.dtype == np.float32
     assert_close("bfloat16 loss", loss, reference.io["loss/loss"], BF16_LOSS_ATOL)
     tokens, logits = bf16_model.decode(reference.observation("inputs"), num_steps=16)
     assert tokens.shape == (2, 16) and logits.dtype == np.float32
-    np.testing.assert_array_equal(tokens[:, 0], reference.io["outputs/output_tokens"][:, 0])
+    # The first token comes from the prefill. Where float32's top two logits are close, bfloat16
+    # may pick the other (on one machine both rows agreed, on another row 1 did not): the
+    # token float32 picks must be within bfloat16's step-0 logit error of bfloat16's best.
+    first = reference.io["outputs/output_tokens"][:, 0].astype(int)
+    step0 = logits[:, 0]
+    gap = step0.max(-1) - step0[np.arange(len(first)), first]
+    assert np.all(gap <= BF16_FIRST_TOKEN_GAP), gap
     assert_close("bfloat16 step-0 logits", logits[:, 0], reference.io["outputs/decode_step_logits"][:, 0], 1.0)
 
 
