@@ -115,7 +115,7 @@ class Soak:
                     if sender.is_alive():
                         break
                     sent += 1
-                connection.socket.close()  # hang up without a closing handshake
+                connection.socket.shutdown(socket.SHUT_RDWR)  # hang up without a closing handshake
                 self.count("pipelining", f"{sent} of {frames} frames accepted before the server stopped reading")
 
         run_threads(one, connections)
