@@ -5,17 +5,14 @@ import json
 
 import numpy as np
 import pytest
-import sentencepiece
 from click.testing import CliRunner
 
 import openpi_core.training.testing
 from openpi_cli.main import cli
 from openpi_core.checkpoints import save_native
 from openpi_core.data.testing import make_synthetic_dataset
-from openpi_core.models.config import GEMMA_VARIANTS, Pi0Config, SiglipConfig
 from openpi_core.models.pi0_weights import pi0_weight_schema
 from openpi_core.plugins import PluginManager, use_plugin_manager
-from openpi_core.serialization import unstructure
 from openpi_core.training import checkpoint as ckpt
 from openpi_core.training.loop import read_metrics
 
@@ -23,16 +20,7 @@ aloha = pytest.importorskip("openpi_embodiment_aloha.plugin")
 pytest.importorskip("pyarrow")
 pytest.importorskip("av")
 
-TINY = Pi0Config(
-    llm=GEMMA_VARIANTS["dummy"],
-    action_expert=GEMMA_VARIANTS["dummy"],
-    vision=SiglipConfig(width=16, depth=1, mlp_dim=32, num_heads=2, image_size=(28, 28)),
-    vocab_size=64,
-    action_dim=16,
-    action_horizon=2,
-    max_token_len=16,
-    dtype="float32",
-)
+TINY = openpi_core.training.testing.tiny_pi0_config(action_horizon=2)
 
 
 @pytest.fixture(autouse=True)
@@ -44,14 +32,14 @@ def plugins():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("integrity")
-    make_synthetic_dataset(root / "dataset", episodes=2, frames_per_episode=6, image_size=(16, 16), fps=10)
-    (root / "corpus.txt").write_text("\n".join(["pick up the cube", "fold the towel", "0 1 2 3"] * 20))
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(root / "corpus.txt"), model_prefix=str(root / "tok"), vocab_size=24, minloglevel=2
+    return openpi_core.training.testing.write_training_files(
+        tmp_path_factory.mktemp("integrity"),
+        TINY,
+        ["pick up the cube", "fold the towel", "0 1 2 3"],
+        vocab_size=24,
+        episodes=2,
+        frames_per_episode=6,
     )
-    (root / "tiny.json").write_text(json.dumps(unstructure(TINY)))
-    return root
 
 
 def one_error_line(result, *fragments):

@@ -1,47 +1,32 @@
 """A failed ``pi run train`` removes the folders it made, and nothing else."""
 
-import json
-
 import pytest
-import sentencepiece
 from click.testing import CliRunner
 
 import openpi_core.training.testing
 from openpi_cli.main import cli
-from openpi_core.models.config import GEMMA_VARIANTS, Pi0Config, SiglipConfig
 from openpi_core.plugins import PluginManager, use_plugin_manager
-from openpi_core.serialization import unstructure
 from openpi_core.training import checkpoint as ckpt
 
 openpi_embodiment_aloha = pytest.importorskip("openpi_embodiment_aloha.plugin")
 pytest.importorskip("pyarrow")
 pytest.importorskip("av")
 
-TINY = Pi0Config(
-    llm=GEMMA_VARIANTS["dummy"],
-    action_expert=GEMMA_VARIANTS["dummy"],
-    vision=SiglipConfig(width=16, depth=1, mlp_dim=32, num_heads=2, image_size=(28, 28)),
-    vocab_size=64,
-    action_dim=16,
-    action_horizon=4,
-    max_token_len=16,
-    dtype="float32",
-)
+TINY = openpi_core.training.testing.tiny_pi0_config(action_horizon=4)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from openpi_core.data.testing import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("train_failure")
-    make_synthetic_dataset(root / "dataset", episodes=1, frames_per_episode=8, image_size=(16, 16), fps=10)
+    root = openpi_core.training.testing.write_training_files(
+        tmp_path_factory.mktemp("train_failure"),
+        TINY,
+        ["do the synthetic task", "Transfer cube", "0 1 2 3 4 5 6 7 8 9"],
+        vocab_size=34,
+        episodes=1,
+        frames_per_episode=8,
+    )
     (root / "not_a_dataset").mkdir()
     (root / "not_a_dataset" / "notes.txt").write_text("recordings go here\n")
-    (root / "tiny.json").write_text(json.dumps(unstructure(TINY)))
-    (root / "corpus.txt").write_text("\n".join(["do the synthetic task", "Transfer cube", "0 1 2 3 4 5 6 7 8 9"] * 20))
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(root / "corpus.txt"), model_prefix=str(root / "tok"), vocab_size=34, minloglevel=2
-    )
     return root
 
 

@@ -13,7 +13,7 @@ from openpi_cli.train import apply_overrides
 from openpi_core.checkpoints import load_checkpoint
 from openpi_core.data.testing import make_synthetic_dataset
 from openpi_core.errors import InputError
-from openpi_core.models.config import GEMMA_VARIANTS, Pi0Config, SiglipConfig
+from openpi_core.models.config import Pi0Config, SiglipConfig
 from openpi_core.plugins import PluginManager, use_plugin_manager
 from openpi_core.serialization import unstructure
 from openpi_core.training import checkpoint as ckpt
@@ -22,16 +22,7 @@ from openpi_core.transforms import load_norm_stats
 
 openpi_embodiment_aloha = pytest.importorskip("openpi_embodiment_aloha.plugin")
 
-TINY = Pi0Config(
-    llm=GEMMA_VARIANTS["dummy"],
-    action_expert=GEMMA_VARIANTS["dummy"],
-    vision=SiglipConfig(width=16, depth=1, mlp_dim=32, num_heads=2, image_size=(28, 28)),
-    vocab_size=64,
-    action_dim=16,
-    action_horizon=4,
-    max_token_len=16,
-    dtype="float32",
-)
+TINY = openpi_core.training.testing.tiny_pi0_config(action_horizon=4)
 CORPUS = [
     "pick up the cube and place it in the bowl",
     "Task: transfer cube, State: 0 12 255 128;",

@@ -11,16 +11,21 @@ momentum 0.9, global-norm clipping and decoupled weight decay, then EMA.
 The module is also a plugin that registers :class:`LinearBackend` (``linear``)::
 
     PluginManager(entry_points=False, plugins=[("linear", openpi_core.training.testing)])
+
+:func:`tiny_pi0_config` and :func:`write_training_files` give ``pi run train`` a model
+config, a dataset and a prompt tokenizer without a download.
 """
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from openpi_core import hookimpl
 from openpi_core.errors import InputError
-from openpi_core.models.config import Pi0Config
+from openpi_core.models.config import GEMMA_VARIANTS, Pi0Config, SiglipConfig
 from openpi_core.observation import Observation
 from openpi_core.specs import AbstractBackend
 from openpi_core.training.api import AbstractTrainer
@@ -174,3 +179,48 @@ class FakeLoader:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def tiny_pi0_config(action_horizon: int = 4) -> Pi0Config:
+    """A float32 π0 of dummy Gemmas and a one-layer SigLIP on 28-px images, action dim 16."""
+    return Pi0Config(
+        llm=GEMMA_VARIANTS["dummy"],
+        action_expert=GEMMA_VARIANTS["dummy"],
+        vision=SiglipConfig(width=16, depth=1, mlp_dim=32, num_heads=2, image_size=(28, 28)),
+        vocab_size=64,
+        action_dim=16,
+        action_horizon=action_horizon,
+        max_token_len=16,
+        dtype="float32",
+    )
+
+
+def write_training_files(
+    root: Path,
+    config: Pi0Config,
+    prompts: Sequence[str],
+    *,
+    vocab_size: int,
+    episodes: int,
+    frames_per_episode: int,
+) -> Path:
+    """Write into ``root`` what ``pi run train`` reads, and return ``root``.
+
+    ``dataset/``: a synthetic LeRobot dataset (16-px images, 10 fps; needs the data extra);
+    ``tok.model``: a SentencePiece prompt tokenizer of ``vocab_size`` pieces trained on
+    ``prompts``; ``tiny.json``: ``config`` for ``--model-config``.
+    """
+    import sentencepiece
+
+    from openpi_core.data.testing import make_synthetic_dataset
+    from openpi_core.serialization import unstructure
+
+    make_synthetic_dataset(
+        root / "dataset", episodes=episodes, frames_per_episode=frames_per_episode, image_size=(16, 16), fps=10
+    )
+    (root / "corpus.txt").write_text("\n".join(list(prompts) * 20))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(root / "corpus.txt"), model_prefix=str(root / "tok"), vocab_size=vocab_size, minloglevel=2
+    )
+    (root / "tiny.json").write_text(json.dumps(unstructure(config)))
+    return root
